@@ -1,0 +1,187 @@
+"""The score board page: shared board, validation, fragments, concurrency, browser behaviour."""
+
+import random
+import threading
+import tracemalloc
+
+import pytest
+
+from conftest import HTMX, new_client
+from webapp.scores import ScoreBoard, format_score
+
+BAD_SCORES = ["", "   ", "abc", "nan", "NaN", "inf", "-Infinity", "+inf", "1e999", "-1e999",
+              "1_000", "0x10", "5abc", "1,5", "--1", "1e", "9" * 65]
+
+
+def board_json(client):
+    return client.get("/scores.json").get_json()
+
+
+def test_two_clients_share_one_board(app):
+    alice, bob = new_client(app), new_client(app)
+    alice.post("/scores", data={"score": "10"}, headers=HTMX)
+    bob.post("/scores", data={"score": "30"}, headers=HTMX)
+    alice.post("/scores", data={"score": "20.5"}, headers=HTMX)
+    bob.post("/scores", data={"score": "5"}, headers=HTMX)
+    for client in (alice, bob):
+        assert board_json(client) == {"top": [30, 20.5, 10], "count": 4}
+        fragment = client.get("/scores", headers=HTMX).get_data(as_text=True)
+        assert "<li>30</li><li>20.5</li><li>10</li>" in fragment
+        assert '<span id="score-count">4</span>' in fragment
+
+
+def test_htmx_submit_returns_cleared_form_and_new_board(client):
+    response = client.post("/scores", data={"score": "42"}, headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "<html" not in html
+    assert 'value=""' in html
+    assert 'id="board"' in html and 'hx-swap-oob="true"' in html
+    assert "<li>42</li>" in html
+
+
+def test_plain_form_post_redirects_back(client):
+    response = client.post("/scores", data={"score": "7"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/scores"
+    page = client.get("/scores").get_data(as_text=True)
+    assert "<html" in page and "<li>7</li>" in page
+
+
+def test_integers_show_without_decimal_point(client):
+    for score in ("3", "2.0", "1e2", "-0"):
+        client.post("/scores", data={"score": score}, headers=HTMX)
+    html = client.get("/scores", headers=HTMX).get_data(as_text=True)
+    assert "<li>100</li><li>3</li><li>2</li>" in html
+    assert board_json(client)["top"] == [100, 3, 2]
+    assert [format_score(v) for v in (2.0, -0.0, 2.5, 1e20)] == [
+        "2", "0", "2.5", "100000000000000000000"]
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "plain-form"])
+@pytest.mark.parametrize("text", BAD_SCORES)
+def test_bad_score_is_refused_and_board_kept(client, text, htmx):
+    client.post("/scores", data={"score": "12"}, headers=HTMX)
+    before = board_json(client)
+    response = client.post("/scores", data={"score": text}, headers=HTMX if htmx else {})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert 'id="score-error"' in html and 'aria-invalid="true"' in html
+    assert ("<html" in html) is not htmx
+    assert board_json(client) == before
+
+
+def test_missing_score_field_is_refused(client):
+    response = client.post("/scores", data={}, headers=HTMX)
+    assert response.status_code == 422
+    assert "Enter a score" in response.get_data(as_text=True)
+    assert board_json(client)["count"] == 0
+
+
+def test_fragment_for_htmx_full_page_otherwise(client):
+    fragment = client.get("/scores", headers=HTMX)
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert 'id="board"' in fragment.get_data(as_text=True)
+    for headers in ({}, {**HTMX, "HX-Boosted": "true"},
+                    {**HTMX, "HX-History-Restore-Request": "true"},
+                    {"HX-Request": "true", "HX-Request-Type": "full"}):
+        page = client.get("/scores", headers=headers)
+        assert "<html" in page.get_data(as_text=True), headers
+    for response in (fragment, page):
+        assert "HX-Request" in response.vary
+
+
+def test_unchanged_board_answers_304(client):
+    first = client.get("/scores", headers=HTMX)
+    etag = first.headers["ETag"]
+    again = client.get("/scores", headers={**HTMX, "If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b""
+    client.post("/scores", data={"score": "1"}, headers=HTMX)
+    changed = client.get("/scores", headers={**HTMX, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_post_without_csrf_proof_is_refused(app):
+    stranger = app.test_client()
+    for headers in (HTMX, {}):
+        response = stranger.post("/scores", data={"score": "99"}, headers=headers)
+        assert response.status_code == 400
+        assert "expired" in response.get_data(as_text=True)
+    assert board_json(stranger) == {"top": [], "count": 0}
+
+
+def test_csrf_refusal_is_shown_in_the_alert_region(app):
+    response = app.test_client().post("/scores", data={"score": "1"}, headers=HTMX)
+    assert response.headers["HX-Retarget"] == "#alerts"
+    assert 'role="alert"' in response.get_data(as_text=True)
+
+
+def test_concurrent_submissions_are_all_counted(app):
+    rng = random.Random(7)
+    batches = [[round(rng.uniform(-1e6, 1e6), 3) for _ in range(100)] for _ in range(16)]
+    clients = [new_client(app) for _ in batches]
+    errors = []
+
+    def submit(client, batch):
+        for value in batch:
+            status = client.post("/scores", data={"score": repr(value)}, headers=HTMX).status_code
+            if status != 200:
+                errors.append(status)
+
+    threads = [threading.Thread(target=submit, args=pair) for pair in zip(clients, batches)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every_score = [value for batch in batches for value in batch]
+    assert errors == []
+    assert board_json(clients[0]) == {"top": sorted(every_score, reverse=True)[:3], "count": 1600}
+
+
+def test_board_memory_does_not_grow_with_submissions():
+    board = ScoreBoard(size=3)
+    tracemalloc.start()
+    try:
+        for value in range(1_000):
+            board.submit(float(value))
+        after_a_thousand = tracemalloc.get_traced_memory()[0]
+        for value in range(100_000):
+            board.submit(float(value % 5000))
+        after_more = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after_more - after_a_thousand < 4096
+    assert board.snapshot().top == (4999.0, 4999.0, 4999.0)
+    assert board.snapshot().count == 101_000
+
+
+@pytest.mark.browser
+def test_browser_submit_updates_board_without_reload(browser, live_server):
+    page = browser.new_page()
+    loads = []
+    page.on("load", lambda loaded: loads.append(loaded.url))
+    page.goto(f"{live_server}/scores")
+    page.evaluate("window.__sameDocument = true")
+    page.fill("#score", "42")
+    page.click("button[type=submit]")
+    page.locator("#board li", has_text="42").wait_for()
+    assert page.input_value("#score") == ""
+    assert page.evaluate("window.__sameDocument") is True
+    assert loads == [f"{live_server}/scores"]
+    assert page.locator("#score-count").inner_text() == "1"
+    page.close()
+
+
+@pytest.mark.browser
+def test_browser_board_refreshes_for_other_viewers(browser, live_server):
+    viewer, other = browser.new_context(), browser.new_context()
+    watching = viewer.new_page()
+    watching.goto(f"{live_server}/scores")
+    submitting = other.new_page()
+    submitting.goto(f"{live_server}/scores")
+    submitting.fill("#score", "77")
+    submitting.click("button[type=submit]")
+    watching.locator("#board li", has_text="77").wait_for(timeout=10_000)
+    assert watching.locator("#score-count").inner_text() == "1"
+    viewer.close()
+    other.close()

@@ -1,0 +1,63 @@
+"""hxstate: a server-rendered Flask + htmx app whose state behaves the way users expect."""
+
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from . import errors, scores
+from .pages import PAGES, home
+
+ROOT = Path(__file__).resolve().parent.parent
+HTMX_VERSION = "4.0.1"
+
+csrf = CSRFProtect()
+
+
+def create_app(test_config=None):
+    """Build the app: defaults, instance and environment config, test config, extensions, pages."""
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_relative_config=True,
+    )
+    app.config.from_mapping(
+        SCORE_BOARD_SIZE=3,
+        SCORE_POLL_SECONDS=3,
+        # A chat tab left open for hours must still post: the token lives as long as the session.
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=False,
+        HTMX_VERSION=HTMX_VERSION,
+    )
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("HXSTATE")
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret_key(Path(app.instance_path))
+
+    csrf.init_app(app)
+    errors.init_app(app)
+    scores.init_app(app)
+
+    app.register_blueprint(home.bp)
+    for page in PAGES:
+        app.register_blueprint(page.bp)
+    app.jinja_env.globals["pages"] = PAGES
+    return app
+
+
+def _instance_secret_key(instance_path):
+    """Read the key kept in the instance folder, creating it once, so restarts and workers agree."""
+    path = instance_path / "secret_key"
+    instance_path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_hex(32))
+    return path.read_text().strip()

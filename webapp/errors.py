@@ -1,0 +1,57 @@
+"""Errors rendered in one place: a full page, or a fragment shown in the page's alert region."""
+
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .rendering import render, wants_fragment
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    403: "You are not allowed to do that.",
+    404: "There is no page at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is too large.",
+    422: "What you sent could not be used.",
+    429: "Too many requests: wait a moment and try again.",
+    500: "Something went wrong on our side. Nothing you had stored was lost; try again.",
+    503: "The service is busy or a store is unreachable. Try again in a moment.",
+}
+
+
+def render_error(error, message=None):
+    """Render an HTTP error as a page, or as a fragment retargeted to the alert region."""
+    code = error.code or 500
+    message = message or MESSAGES.get(code) or error.description
+    response = render("errors/page.html", "errors/_error.html", code,
+                      code=code, name=error.name, message=message)
+    if wants_fragment():
+        # The element that asked may be a form or a list: show errors where they are always seen.
+        response.headers["HX-Retarget"] = "#alerts"
+        response.headers["HX-Reswap"] = "innerHTML"
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":  # Allow, Retry-After, WWW-Authenticate
+            response.headers[name] = value
+    return response
+
+
+def _csrf_error(error):
+    """A missing or stale CSRF proof: say how to recover."""
+    return render_error(error, "This form has expired or came from another site. "
+                               "Reload the page and send it again.")
+
+
+def _http_error(error):
+    """Any HTTP error raised by a view or by routing."""
+    return render_error(error)
+
+
+def _unexpected_error(error):
+    """An exception no view handled: a 500 without a stack trace."""
+    return render_error(InternalServerError())
+
+
+def init_app(app):
+    """Route every error through the renderers above."""
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)

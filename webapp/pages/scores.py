@@ -1,0 +1,46 @@
+"""The score board page: global state that every visitor shares."""
+
+from flask import Blueprint, current_app, redirect, request, url_for
+
+from ..rendering import render, wants_fragment
+from ..scores import InvalidScore, current_board, json_score, parse_score
+
+bp = Blueprint("scores", __name__)
+
+TITLE = "Score board"
+DESCRIPTION = "Global state: submit a score; everyone sees the same top scores."
+
+
+def _render(fragment, status=200, **context):
+    """Render the board page, or one of its fragments for htmx."""
+    board = context.pop("board", None) or current_board().snapshot()
+    return render("scores/page.html", fragment, status, board=board,
+                  poll_seconds=current_app.config["SCORE_POLL_SECONDS"], **context)
+
+
+@bp.get("/scores")
+def index():
+    """Show the board page; htmx polls the same URL for the board fragment."""
+    board = current_board().snapshot()
+    return _render("scores/_board.html", board=board, fragment_etag=board.etag)
+
+
+@bp.post("/scores")
+def submit():
+    """Add a score; htmx gets a fresh form and the new board, a plain form a redirect."""
+    text = request.form.get("score", "")
+    try:
+        value = parse_score(text)
+    except InvalidScore as error:
+        return _render("scores/_form.html", 422, error=str(error), value=text)
+    current_board().submit(value)
+    if wants_fragment():
+        return _render("scores/_submitted.html")
+    return redirect(url_for("scores.index"), 303)
+
+
+@bp.get("/scores.json")
+def data():
+    """The board for programs: the top scores and the submission count."""
+    board = current_board().snapshot()
+    return {"top": [json_score(v) for v in board.top], "count": board.count}

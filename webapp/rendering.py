@@ -1,0 +1,35 @@
+"""The one place that decides between a page fragment and the full page."""
+
+from flask import current_app, make_response, render_template, request
+
+# Every request header the decision reads, so that caches keep the two answers apart.
+VARY = ("HX-Request", "HX-Request-Type", "HX-Boosted", "HX-History-Restore-Request")
+
+
+def wants_fragment():
+    """Whether htmx asked for a part of the page rather than a whole page."""
+    headers = request.headers
+    return (
+        headers.get("HX-Request") == "true"
+        and headers.get("HX-Request-Type", "partial") == "partial"
+        and headers.get("HX-Boosted") != "true"
+        and headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def render(page, fragment, status=200, fragment_etag=None, **context):
+    """Render `fragment` for an htmx partial request and `page` otherwise.
+
+    With `fragment_etag`, a fragment request whose If-None-Match already holds that tag gets an
+    empty 304 without rendering anything.
+    """
+    partial = wants_fragment()
+    if partial and fragment_etag is not None and fragment_etag in request.if_none_match:
+        response = current_app.response_class(status=304)
+    else:
+        response = make_response(render_template(fragment if partial else page, **context), status)
+    if partial and fragment_etag is not None:
+        response.set_etag(fragment_etag)
+        response.cache_control.no_cache = True
+    response.vary.update(VARY)
+    return response

@@ -1,0 +1,110 @@
+"""The global score board: every user's submissions, summarised as the top scores and a count.
+
+"Global" means global to one process. The in-memory board below lives in this module's
+`ScoreBoard`, created once per app in `init_app` and shared by every thread of the process
+(gunicorn's gthread workers, Flask's threaded dev server). Several processes would each keep a
+board of their own, so the gunicorn config refuses to start more than one worker on it (see
+`check_workers`).
+
+Memory does not grow with the number of submissions: the board keeps only the `SCORE_BOARD_SIZE`
+highest scores (a min-heap) and a counter.
+"""
+
+import heapq
+import math
+import re
+import threading
+from dataclasses import dataclass
+
+from flask import current_app
+
+# Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+MAX_SCORE_CHARS = 64
+
+
+class InvalidScore(ValueError):
+    """A submitted score that is not a finite number."""
+
+
+def parse_score(text):
+    """Return the finite float a submitted string means, or raise InvalidScore saying why not."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidScore("Enter a score: the box was empty.")
+    if len(text) > MAX_SCORE_CHARS or not _NUMBER.fullmatch(text):
+        raise InvalidScore("A score must be a number, such as 42 or -3.5.")
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidScore("That number is too large to keep; a score must be a finite number.")
+    return value + 0.0  # folds -0.0 into 0.0
+
+
+def format_score(value):
+    """Show integral scores without a trailing '.0'."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def json_score(value):
+    """Integral scores as JSON integers, the rest as floats."""
+    return int(value) if value.is_integer() else value
+
+
+@dataclass(frozen=True)
+class Board:
+    """What a viewer sees: the highest scores, highest first, and how many were submitted."""
+
+    top: tuple
+    count: int
+
+    @property
+    def etag(self):
+        """A tag that changes whenever what the board shows changes."""
+        return f"{self.count}-{hash(self.top) & 0xFFFFFFFFFFFF:x}"
+
+
+class ScoreBoard:
+    """The top scores and a submission count in this process's memory, guarded by a lock."""
+
+    shared_between_processes = False
+
+    def __init__(self, size=3):
+        self.size = size
+        self._lowest_first = []
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def submit(self, value):
+        """Count a score and keep it if it belongs among the top ones."""
+        with self._lock:
+            self._count += 1
+            if len(self._lowest_first) < self.size:
+                heapq.heappush(self._lowest_first, value)
+            elif value > self._lowest_first[0]:
+                heapq.heapreplace(self._lowest_first, value)
+
+    def snapshot(self):
+        """Return the board as one consistent Board."""
+        with self._lock:
+            return Board(tuple(sorted(self._lowest_first, reverse=True)), self._count)
+
+
+def check_workers(board, workers):
+    """Refuse to serve a process-local board from several worker processes."""
+    if workers > 1 and not board.shared_between_processes:
+        raise RuntimeError(
+            f"The score board is kept in memory, which is global to one process only, but "
+            f"{workers} workers were asked for: each would show its own board. Run one worker "
+            f"and scale with threads (HXSTATE_THREADS=16), or keep --workers at 1."
+        )
+
+
+def init_app(app):
+    """Create this app's score board once."""
+    app.extensions["scores"] = ScoreBoard(size=app.config["SCORE_BOARD_SIZE"])
+    app.add_template_filter(format_score, "score")
+
+
+def current_board():
+    """The score board of the app handling this request."""
+    return current_app.extensions["scores"]
