@@ -95,7 +95,7 @@ def check_workers(board, workers):
         raise RuntimeError(
             f"The score board is kept in memory, which is global to one process only, but "
             f"{workers} workers were asked for: each would show its own board. Run one worker "
-            f"and scale with threads (HXSTATE_THREADS=16), or keep --workers at 1."
+            f"(HXSTATE_WORKERS=1, no --workers) and scale it with threads (HXSTATE_THREADS)."
         )
 
 
