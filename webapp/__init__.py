@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import errors, scores
+from . import chat_history, chat_model, errors, scores, sessions
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,20 @@ def create_app(test_config=None):
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_SSL_STRICT=False,
         HTMX_VERSION=HTMX_VERSION,
+        SESSION_TYPE="sqlalchemy",
+        SESSION_SERIALIZATION_FORMAT="json",
+        SESSION_PERMANENT=True,
+        PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
+        SESSION_CLEANUP_EVERY=100,
+        CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"),
+        CHAT_MAX_NEW_TOKENS=40,
+        CHAT_DO_SAMPLE=False,
+        CHAT_TOP_P=0.9,
+        CHAT_TEMPERATURE=0.8,
+        CHAT_NO_REPEAT_NGRAM_SIZE=3,
+        CHAT_SEED=None,
+        CHAT_MAX_MESSAGE_CHARS=1000,
+        CHAT_HISTORY_MAX_TURNS=200,
     )
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("HXSTATE")
@@ -42,6 +56,9 @@ def create_app(test_config=None):
     csrf.init_app(app)
     errors.init_app(app)
     scores.init_app(app)
+    sessions.init_app(app)
+    chat_history.init_app(app)
+    chat_model.init_app(app)
 
     app.register_blueprint(home.bp)
     for page in PAGES:

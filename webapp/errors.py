@@ -21,6 +21,8 @@ MESSAGES = {
 def render_error(error, message=None):
     """Render an HTTP error as a page, or as a fragment retargeted to the alert region."""
     code = error.code or 500
+    if message is None and error.description != type(error).description:
+        message = error.description  # a view's own explanation
     message = message or MESSAGES.get(code) or error.description
     response = render("errors/page.html", "errors/_error.html", code,
                       code=code, name=error.name, message=message)

@@ -1,5 +1,5 @@
 """The app's pages. Each module exposes `bp`, `TITLE` and `DESCRIPTION`; register a page by listing it here."""
 
-from . import scores
+from . import chat, scores
 
-PAGES = (scores,)
+PAGES = (scores, chat)

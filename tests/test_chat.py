@@ -1,0 +1,284 @@
+"""The chat page: per-browser history, restarts, concurrency, the model's prompt, bad input, browser."""
+
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import HTMX, ScriptedModel, new_client
+from webapp.chat_model import ChatModel, ModelError
+
+
+def send(client, text, htmx=True):
+    """Post a message the way the page does; return the response."""
+    return client.post("/chat", data={"message": text}, headers=HTMX if htmx else {})
+
+
+def chat(client, text):
+    """Send a message and fetch its reply, as the page's two chained requests do."""
+    sent = send(client, text)
+    assert sent.status_code == 200
+    turn_id = int(re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1))
+    return client.post(f"/chat/replies/{turn_id}", headers=HTMX)
+
+
+def log(client):
+    """The (speaker, text) pairs the chat page shows, in order."""
+    html = client.get("/chat").get_data(as_text=True)
+    return re.findall(r'<span class="who">(You|Bot):</span> (.*?)</p>', html)
+
+
+def test_two_browsers_keep_separate_histories(make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel("hi alice", "hi bob"))
+    alice, bob = new_client(app), new_client(app)
+    assert chat(alice, "I am Alice").status_code == 200
+    assert chat(bob, "I am Bob").status_code == 200
+    assert log(alice) == [("You", "I am Alice"), ("Bot", "hi alice")]
+    assert log(bob) == [("You", "I am Bob"), ("Bot", "hi bob")]
+    assert log(alice) == [("You", "I am Alice"), ("Bot", "hi alice")]  # a refresh shows it again
+
+
+def test_clear_empties_only_this_browser(make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel())
+    alice, bob = new_client(app), new_client(app)
+    chat(alice, "one")
+    chat(bob, "two")
+    cleared = alice.post("/chat/clear", headers=HTMX)
+    assert cleared.status_code == 200 and 'id="chat-log"' in cleared.get_data(as_text=True)
+    assert "exchange-" not in cleared.get_data(as_text=True)
+    assert log(alice) == []
+    assert log(bob) == [("You", "two"), ("Bot", "reply 2")]
+
+
+def test_history_survives_a_restart(make_app):
+    first = make_app(CHAT_MODEL=ScriptedModel("still here"))
+    client = new_client(first)
+    chat(client, "remember me")
+    cookie = client.get_cookie("session").value
+    restarted = make_app(CHAT_MODEL=ScriptedModel())
+    browser = restarted.test_client()
+    browser.set_cookie("session", cookie)
+    assert log(browser) == [("You", "remember me"), ("Bot", "still here")]
+
+
+def test_prompt_holds_the_conversation_in_order(make_app):
+    model = ScriptedModel("first answer", "second answer")
+    client = new_client(make_app(CHAT_MODEL=model))
+    chat(client, "first question")
+    chat(client, "second question")
+    assert model.prompts == [["first question"],
+                             ["first question", "first answer", "second question"]]
+
+
+def test_twenty_concurrent_requests_of_one_session_lose_nothing(app):
+    owner = new_client(app)
+    cookie = owner.get_cookie("session").value
+    clients = []
+    for _ in range(20):
+        client = app.test_client()
+        client.set_cookie("session", cookie)
+        client.environ_base.update(owner.environ_base)
+        clients.append(client)
+    statuses = []
+
+    def talk(client, k):
+        statuses.append(chat(client, f"message {k}").status_code)
+
+    threads = [threading.Thread(target=talk, args=(c, k)) for k, c in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 20
+    shown = log(owner)
+    assert [who for who, _ in shown] == ["You", "Bot"] * 20
+    assert sorted(text for who, text in shown if who == "You") == sorted(
+        f"message {k}" for k in range(20))
+
+
+def test_reply_is_generated_once(make_app):
+    model = ScriptedModel("only once")
+    client = new_client(make_app(CHAT_MODEL=model))
+    sent = send(client, "hello")
+    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    for _ in range(2):
+        again = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
+        assert "only once" in again.get_data(as_text=True)
+    assert len(model.prompts) == 1
+
+
+def test_another_browsers_message_cannot_be_answered(app):
+    alice, mallory = new_client(app), new_client(app)
+    sent = send(alice, "private")
+    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    response = mallory.post(f"/chat/replies/{turn_id}", headers=HTMX)
+    assert response.status_code == 404
+    assert "no longer in this chat" in response.get_data(as_text=True)
+    assert log(mallory) == []
+
+
+def test_htmx_send_echoes_the_message_with_a_pending_reply(app):
+    response = send(new_client(app), "echo this")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html
+    assert 'hx-swap-oob="beforeend:#chat-log"' in html
+    assert "echo this" in html and 'class="typing"' in html
+    assert 'hx-trigger="load, submit"' in html
+    assert 'value=""' in html  # the message box comes back empty
+    assert "HX-Request" in response.vary
+
+
+def test_chat_page_is_full_for_a_plain_get_and_the_log_for_htmx(client):
+    page = client.get("/chat")
+    fragment = client.get("/chat", headers=HTMX)
+    assert "<html" in page.get_data(as_text=True)
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert fragment.get_data(as_text=True).startswith('<ol id="chat-log"')
+    assert "HX-Request" in page.vary and "HX-Request" in fragment.vary
+
+
+def test_plain_forms_work_without_javascript(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("plain reply")))
+    response = send(client, "no javascript", htmx=False)
+    assert response.status_code == 303 and response.headers["Location"] == "/chat"
+    assert log(client) == [("You", "no javascript"), ("Bot", "plain reply")]
+    cleared = client.post("/chat/clear")
+    assert cleared.status_code == 303
+    assert log(client) == []
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "plain-form"])
+@pytest.mark.parametrize("text", ["", "   ", "\n\t ", "x" * 1001])
+def test_bad_message_is_refused_and_history_kept(make_app, text, htmx):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("kept")))
+    chat(client, "before")
+    response = send(client, text, htmx=htmx)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert 'id="message-error"' in html and 'aria-invalid="true"' in html
+    assert ("<html" in html) is not htmx
+    assert log(client) == [("You", "before"), ("Bot", "kept")]
+
+
+def test_message_limit_is_configurable(make_app):
+    client = new_client(make_app(CHAT_MAX_MESSAGE_CHARS=5, CHAT_MODEL=ScriptedModel()))
+    assert send(client, "12345").status_code == 200
+    response = send(client, "123456")
+    assert response.status_code == 422
+    assert "limited to 5 characters; this one has 6" in response.get_data(as_text=True)
+
+
+def test_markup_from_user_and_model_is_shown_as_text(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel('<img src=x onerror="alert(2)">')))
+    chat(client, "<script>alert(1)</script>")
+    html = client.get("/chat").get_data(as_text=True)
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt;" in html
+
+
+def test_model_failure_keeps_the_message_and_offers_a_retry(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel(ModelError("boom"), "second try")))
+    failed = chat(client, "are you there?")
+    html = failed.get_data(as_text=True)
+    assert failed.status_code == 500
+    assert "could not answer" in html and "Retry</button>" in html and "boom" not in html
+    assert log(client) == [("You", "are you there?")]
+    turn_id = re.search(r'id="reply-(\d+)"', html).group(1)
+    retried = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
+    assert retried.status_code == 200
+    assert log(client) == [("You", "are you there?"), ("Bot", "second try")]
+
+
+def test_model_failure_without_javascript_is_shown_on_the_page(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel(ModelError("boom"))))
+    response = send(client, "hello", htmx=False)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 500 and "<html" in html
+    assert "could not answer" in html and "Retry</button>" in html
+
+
+def test_stored_turns_are_capped(make_app):
+    client = new_client(make_app(CHAT_HISTORY_MAX_TURNS=6, CHAT_MODEL=ScriptedModel()))
+    for k in range(5):
+        chat(client, f"m{k}")
+    assert [text for who, text in log(client) if who == "You"] == ["m2", "m3", "m4"]
+    assert len(log(client)) == 6
+
+
+def test_expired_sessions_and_their_turns_are_removed(make_app):
+    app = make_app(PERMANENT_SESSION_LIFETIME=1, CHAT_MODEL=ScriptedModel())
+    gone = new_client(app)
+    chat(gone, "soon forgotten")
+    time.sleep(1.5)
+    live = new_client(app)
+    chat(live, "still here")
+    result = app.test_cli_runner().invoke(args=["cleanup-sessions"])
+    assert result.exit_code == 0 and "2 turns" in result.output
+    assert log(live) == [("You", "still here"), ("Bot", "reply 2")]
+    assert log(gone) == []
+
+
+def test_real_model_loads_offline_from_a_folder_and_answers(make_app, tiny_model_dir):
+    app = make_app(CHAT_MODEL=str(tiny_model_dir), CHAT_MAX_NEW_TOKENS=5)
+    model = app.extensions["chat_model"]
+    assert isinstance(model, ChatModel)
+    client = new_client(app)
+    assert chat(client, "hello").status_code == 200
+    (you, bot) = log(client)
+    assert you == ("You", "hello") and bot[0] == "Bot"
+    assert 1 <= len(model.reply_ids(["hello"])) <= 5
+
+
+def test_long_conversation_is_trimmed_to_the_context_window(tiny_model, make_app):
+    budget = tiny_model.context_size - tiny_model.max_new_tokens
+    turns = [f"turn number {k} says something rather long" for k in range(30)]
+    ids = tiny_model.prompt_ids(turns)
+    assert len(ids) <= budget
+    assert ids[-1] == tiny_model.eos
+    newest = tiny_model.tokenizer.encode(turns[-1]) + [tiny_model.eos]
+    assert ids[-len(newest):] == newest
+    huge = tiny_model.prompt_ids(["word " * 500])
+    assert len(huge) == budget and huge[-1] == tiny_model.eos
+    client = new_client(make_app())
+    for turn in turns[:12]:
+        assert chat(client, turn).status_code == 200
+    assert len(log(client)) == 24
+
+
+class GatedModel:
+    """Answers only once the test lets it, so the browser's in-between state can be seen."""
+
+    def __init__(self):
+        self.go = threading.Event()
+
+    def reply(self, texts):
+        assert self.go.wait(30)
+        return f"you said {texts[-1]}"
+
+
+@pytest.mark.browser
+def test_browser_chat_echoes_then_replies_and_keeps_history(browser, make_app):
+    from conftest import serve
+
+    model = GatedModel()
+    with serve(make_app(CHAT_MODEL=model)) as url:
+        alice = browser.new_context()
+        page = alice.new_page()
+        page.goto(f"{url}/chat")
+        page.fill("#message", "hello bot")
+        page.press("#message", "Enter")
+        page.locator(".bubble.user", has_text="hello bot").wait_for()
+        page.locator(".typing").wait_for()
+        assert page.input_value("#message") == ""
+        assert page.evaluate("document.activeElement.id") == "message"
+        model.go.set()
+        page.locator(".bubble.bot", has_text="you said hello bot").wait_for()
+        page.reload()
+        page.locator(".bubble.bot", has_text="you said hello bot").wait_for()
+        other = browser.new_context().new_page()
+        other.goto(f"{url}/chat")
+        assert other.locator(".bubble").count() == 0
+        alice.close()
+        other.context.close()
