@@ -28,16 +28,20 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(port, threads):
+def start_server(port, threads, workers=1, **settings):
+    """Start `gunicorn wsgi:app` with the checked-in config; `settings` are HXSTATE_* variables."""
     env = {**os.environ, "HXSTATE_SECRET_KEY": "bench", "HXSTATE_BIND": f"127.0.0.1:{port}",
-           "HXSTATE_THREADS": str(threads), "HXSTATE_WORKERS": "1"}
+           "HXSTATE_THREADS": str(threads), "HXSTATE_WORKERS": str(workers),
+           **{f"HXSTATE_{name}": str(value) for name, value in settings.items()}}
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
+    for _ in range(1200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             return server
         except OSError:
+            if server.poll() is not None:
+                break
             time.sleep(0.1)
     server.kill()
     raise SystemExit("gunicorn did not start")
@@ -47,7 +51,7 @@ class Browser:
     """One keep-alive connection with its own session cookie and CSRF token."""
 
     def __init__(self, port):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.conn.request("GET", "/scores")
         response = self.conn.getresponse()
         html = response.read().decode()

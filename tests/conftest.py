@@ -6,10 +6,18 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import redis  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from webapp import create_app  # noqa: E402
@@ -107,6 +115,116 @@ def new_client(app):
 def client(app):
     """A client whose requests carry the CSRF proof."""
     return new_client(app)
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def free_port():
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def app_env(tmp_path, tiny_model_dir):
+    """Environment for a server process: the tiny model, this test's own database."""
+    return {**os.environ, "HXSTATE_SECRET_KEY": "test", "HXSTATE_CHAT_MODEL": str(tiny_model_dir),
+            "HXSTATE_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}"}
+
+
+def gunicorn(env, *args, **settings):
+    """Start `gunicorn wsgi:app` from the repo root, so that gunicorn.conf.py applies."""
+    return subprocess.Popen(
+        [str(GUNICORN), "wsgi:app", *args], cwd=ROOT, env={**env, **settings},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_until_serving(server, port, timeout=60):
+    """Wait for gunicorn to answer on `port`; fail with its output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/scores.json", timeout=2):
+                return
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"gunicorn exited: {server.stdout.read()}")
+            assert time.monotonic() < deadline, f"gunicorn did not answer within {timeout} s"
+            time.sleep(0.2)
+
+
+def stop(server):
+    """Stop a gunicorn master and its workers."""
+    server.terminate()
+    server.communicate(timeout=30)
+
+
+def redis_answers(port=REDIS_PORT):
+    """Whether a Redis server answers PING on loopback at `port`."""
+    try:
+        return redis.Redis(host=REDIS_HOST, port=port, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_config(request):
+    """Config for an app on the machine's Redis, under a key prefix of this test's own."""
+    if not redis_answers():
+        pytest.fail(f"Redis is not answering on {REDIS_HOST}:{REDIS_PORT}: start it "
+                    f"(scripts/test does) — the Redis tests are never skipped.")
+    prefix = f"hxstate-test:{request.node.name}:{os.getpid()}:"
+    yield {"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "REDIS_KEY_PREFIX": prefix}
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+
+
+class RedisServer:
+    """A private redis-server on a free port that a test may stop and start again."""
+
+    def __init__(self, folder):
+        self.port = free_port()
+        self.folder = folder
+        self.url = f"redis://{REDIS_HOST}:{self.port}/0"
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", REDIS_HOST, "--dir", str(self.folder),
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not redis_answers(self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self):
+        """Shut down after writing the data to disk, as a restarted production server keeps it."""
+        try:
+            redis.Redis(host=REDIS_HOST, port=self.port).shutdown(save=True)
+        except redis.ConnectionError:
+            pass
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own; a missing redis-server fails the test."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (Debian package redis-server); "
+                    "the Redis tests are never skipped.")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import chat_history, chat_model, errors, scores, sessions
+from . import chat_history, chat_model, errors, scores, sessions, shared_store
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,7 @@ def create_app(test_config=None):
         SESSION_CLEANUP_EVERY=100,
         CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"),
         CHAT_MAX_NEW_TOKENS=40,
+        CHAT_MIN_NEW_TOKENS=1,
         CHAT_DO_SAMPLE=False,
         CHAT_TOP_P=0.9,
         CHAT_TEMPERATURE=0.8,
@@ -45,6 +46,10 @@ def create_app(test_config=None):
         CHAT_SEED=None,
         CHAT_MAX_MESSAGE_CHARS=1000,
         CHAT_HISTORY_MAX_TURNS=200,
+        CHAT_LOCK_TIMEOUT=120,
+        CHAT_LOCK_WAIT=60,
+        REDIS_URL=None,
+        REDIS_KEY_PREFIX="hxstate:",
     )
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("HXSTATE")
@@ -55,6 +60,7 @@ def create_app(test_config=None):
 
     csrf.init_app(app)
     errors.init_app(app)
+    shared_store.init_app(app)
     scores.init_app(app)
     sessions.init_app(app)
     chat_history.init_app(app)

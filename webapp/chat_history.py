@@ -1,10 +1,14 @@
 """Each browser's chat history: an append-only list of turns keyed by the flask-session id.
 
-A turn is `{role, text}`; a bot turn also names the user turn it answers. Appending is one INSERT,
-so concurrent requests of one session (double-click, two tabs) never lose a turn. Replies of one
-session are generated one at a time under `lock(sid)`, so each reply sees the conversation before it.
+A turn is `{role, text}`; a bot turn also names the user turn it answers. Appending is one INSERT
+(or one RPUSH on Redis), so concurrent requests of one session (double-click, two tabs) never lose
+a turn, whereas flask-session writes the whole session back at the end of each request. Replies of
+one session are generated one at a time under `lock(sid)`, so each reply sees the conversation
+before it: a lock in the process for the embedded store, a Redis lock with a timeout on Redis, so
+that a worker that dies holding it cannot block the session for longer than the timeout.
 """
 
+import json
 import random
 import threading
 from collections import defaultdict
@@ -14,11 +18,15 @@ from datetime import datetime, timezone
 
 import click
 import sqlalchemy as sa
-from flask import current_app, session
+from flask import abort, current_app, session
 from flask.cli import with_appcontext
+from redis.exceptions import LockError
 from sqlalchemy.orm import DeclarativeBase
 
 from .sessions import database
+from .shared_store import redis_client, session_unavailable
+
+BUSY = "This chat is still busy with an earlier message. Try again in a moment."
 
 
 class _Base(DeclarativeBase):
@@ -41,7 +49,7 @@ class ChatTurn(_Base):
 class Turn:
     """A message as the page and the model see it."""
 
-    id: int
+    id: int | None
     role: str
     text: str
 
@@ -52,6 +60,14 @@ class Exchange:
 
     user: Turn
     reply: Turn | None
+
+
+def _exchanges(turns):
+    """Pair stored turns `(id, role, text, reply_to)`, oldest first, into exchanges."""
+    turns = list(turns)
+    replies = {reply_to: Turn(id, role, text) for id, role, text, reply_to in turns if role == "bot"}
+    return [Exchange(Turn(id, role, text), replies.get(id))
+            for id, role, text, _ in turns if role == "user"]
 
 
 def _utcnow():
@@ -68,13 +84,17 @@ class _SessionLocks:
         self._users = defaultdict(int)
 
     @contextmanager
-    def hold(self, sid):
+    def hold(self, sid, wait):
         with self._guard:
             lock = self._locks.setdefault(sid, threading.Lock())
             self._users[sid] += 1
         try:
-            with lock:
+            if not lock.acquire(timeout=wait):
+                abort(503, BUSY)
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 self._users[sid] -= 1
@@ -82,28 +102,28 @@ class _SessionLocks:
                     del self._users[sid], self._locks[sid]
 
 
-class ChatHistory:
+class SqlChatHistory:
     """Chat turns in the app's SQL database, capped at `max_turns` per session."""
 
-    def __init__(self, max_turns):
+    def __init__(self, max_turns, lock_wait):
         self.max_turns = max_turns
+        self.lock_wait = lock_wait
         self._locks = _SessionLocks()
 
     def lock(self, sid):
         """Serialise reply generation and clearing for one session within this process."""
-        return self._locks.hold(sid)
+        return self._locks.hold(sid, self.lock_wait)
 
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
         rows = database().execute(
-            sa.select(ChatTurn).where(ChatTurn.sid == sid).order_by(ChatTurn.id)).scalars().all()
+            sa.select(ChatTurn.id, ChatTurn.role, ChatTurn.text, ChatTurn.reply_to)
+            .where(ChatTurn.sid == sid).order_by(ChatTurn.id)).all()
         database().commit()
-        replies = {row.reply_to: Turn(row.id, row.role, row.text) for row in rows if row.role == "bot"}
-        return [Exchange(Turn(row.id, row.role, row.text), replies.get(row.id))
-                for row in rows if row.role == "user"]
+        return _exchanges(rows)
 
     def add_user_turn(self, sid, text):
-        """Store a user message and return it; the oldest turns go past the cap."""
+        """Store a user message and return it; the oldest exchanges go past the cap."""
         row = ChatTurn(sid=sid, role="user", text=text, created=_utcnow())
         database().add(row)
         database().flush()
@@ -145,6 +165,75 @@ class ChatHistory:
         return deleted
 
 
+class RedisChatHistory:
+    """Chat turns in a Redis list per session, expiring with the session, capped at `max_turns`."""
+
+    def __init__(self, client, prefix, max_turns, lifetime, lock_timeout, lock_wait):
+        self._client = client
+        self._prefix = prefix + "chat:"
+        self.max_turns = max_turns
+        self.lifetime = lifetime
+        self.lock_timeout = lock_timeout
+        self.lock_wait = lock_wait
+
+    def _key(self, sid):
+        return self._prefix + sid
+
+    @contextmanager
+    def lock(self, sid):
+        """Serialise reply generation and clearing for one session across every process."""
+        lock = self._client.lock(self._prefix + "lock:" + sid, timeout=self.lock_timeout,
+                                 blocking_timeout=self.lock_wait)
+        if not lock.acquire():
+            abort(503, BUSY)
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except LockError:  # held past its timeout and taken over: nothing left to release
+                current_app.logger.warning("chat lock of a session expired before release")
+
+    def _turns(self, sid):
+        pipe = self._client.pipeline(transaction=True)
+        pipe.lrange(self._key(sid), 0, -1)
+        pipe.expire(self._key(sid), self.lifetime)
+        rows, _ = pipe.execute()
+        for row in rows:
+            turn = json.loads(row)
+            yield turn["id"], turn["role"], turn["text"], turn.get("reply_to")
+
+    def exchanges(self, sid):
+        """The session's conversation, oldest first."""
+        return _exchanges(self._turns(sid))
+
+    def _append(self, sid, turn):
+        pipe = self._client.pipeline(transaction=True)
+        pipe.rpush(self._key(sid), json.dumps(turn))
+        pipe.ltrim(self._key(sid), -self.max_turns, -1)
+        pipe.expire(self._key(sid), self.lifetime)
+        pipe.execute()
+
+    def add_user_turn(self, sid, text):
+        """Store a user message and return it; the oldest turns go past the cap."""
+        turn_id = self._client.incr(self._prefix + "ids")
+        self._append(sid, {"id": turn_id, "role": "user", "text": text})
+        return Turn(turn_id, "user", text)
+
+    def add_reply(self, sid, user_turn_id, text):
+        """Store the bot's reply to a user turn that is still in the history (call under lock)."""
+        if any(turn_id == user_turn_id for turn_id, *_ in self._turns(sid)):
+            self._append(sid, {"id": None, "role": "bot", "text": text, "reply_to": user_turn_id})
+
+    def clear(self, sid):
+        """Forget every turn of one session."""
+        self._client.delete(self._key(sid))
+
+    def delete_expired(self):
+        """Nothing to do: Redis expires a history with its session."""
+        return 0
+
+
 def _maybe_delete_expired():
     """Now and then, on a request, remove what expired sessions left behind."""
     every = current_app.config["SESSION_CLEANUP_EVERY"]
@@ -160,11 +249,20 @@ def cleanup_sessions_command():
 
 
 def init_app(app):
-    """Create the history store and its table once."""
-    app.extensions["chat_history"] = ChatHistory(max_turns=app.config["CHAT_HISTORY_MAX_TURNS"])
-    with app.app_context():
-        ChatTurn.__table__.create(app.extensions["sqlalchemy"].engine, checkfirst=True)
-    app.before_request(_maybe_delete_expired)
+    """Create the history store once: on Redis when the config names one, else in the database."""
+    config = app.config
+    client = redis_client(app)
+    if client is not None:
+        app.extensions["chat_history"] = RedisChatHistory(
+            client, config["REDIS_KEY_PREFIX"], config["CHAT_HISTORY_MAX_TURNS"],
+            int(app.permanent_session_lifetime.total_seconds()), config["CHAT_LOCK_TIMEOUT"],
+            config["CHAT_LOCK_WAIT"])
+    else:
+        app.extensions["chat_history"] = SqlChatHistory(
+            config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_LOCK_WAIT"])
+        with app.app_context():
+            ChatTurn.__table__.create(app.extensions["sqlalchemy"].engine, checkfirst=True)
+        app.before_request(_maybe_delete_expired)
     app.cli.add_command(cleanup_sessions_command)
 
 
@@ -175,5 +273,8 @@ def current_history():
 
 def current_sid():
     """The id flask-session gave this browser's session, which must then be stored."""
+    if session_unavailable():
+        abort(503, "Your conversation is kept in a store that cannot be reached right now. "
+                   "Nothing is lost: try again in a moment.")
     session.setdefault("chat", True)  # flask-session never stores an empty session
     return session.sid

@@ -86,6 +86,7 @@ def init_app(app):
         model = ChatModel(
             source,
             max_new_tokens=app.config["CHAT_MAX_NEW_TOKENS"],
+            min_new_tokens=app.config["CHAT_MIN_NEW_TOKENS"],
             do_sample=app.config["CHAT_DO_SAMPLE"],
             top_p=app.config["CHAT_TOP_P"],
             temperature=app.config["CHAT_TEMPERATURE"],

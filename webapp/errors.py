@@ -1,9 +1,14 @@
 """Errors rendered in one place: a full page, or a fragment shown in the page's alert region."""
 
+from flask import current_app
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from .rendering import render, wants_fragment
+from .shared_store import STORE_ERRORS, session_unavailable
+
+STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
+              "try again in a moment.")
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -33,13 +38,23 @@ def render_error(error, message=None):
     for name, value in error.get_headers():
         if name.lower() != "content-type":  # Allow, Retry-After, WWW-Authenticate
             response.headers[name] = value
+    if code == 503:
+        response.headers.setdefault("Retry-After", "5")  # every 503 here is a passing state
     return response
 
 
 def _csrf_error(error):
-    """A missing or stale CSRF proof: say how to recover."""
+    """A missing or stale CSRF proof: say how to recover (unless the session could not be read)."""
+    if session_unavailable():
+        return _store_error(error)
     return render_error(error, "This form has expired or came from another site. "
                                "Reload the page and send it again.")
+
+
+def _store_error(error):
+    """A store that cannot be reached: 503, and the page says that nothing was lost."""
+    current_app.logger.error("store unreachable: %s", error)
+    return render_error(ServiceUnavailable(), STORE_DOWN)
 
 
 def _http_error(error):
@@ -49,11 +64,14 @@ def _http_error(error):
 
 def _unexpected_error(error):
     """An exception no view handled: a 500 without a stack trace."""
+    current_app.logger.exception("unhandled exception", exc_info=error)
     return render_error(InternalServerError())
 
 
 def init_app(app):
     """Route every error through the renderers above."""
     app.register_error_handler(CSRFError, _csrf_error)
+    for store_error in STORE_ERRORS:
+        app.register_error_handler(store_error, _store_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

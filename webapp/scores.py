@@ -1,13 +1,14 @@
 """The global score board: every user's submissions, summarised as the top scores and a count.
 
-"Global" means global to one process. The in-memory board below lives in this module's
-`ScoreBoard`, created once per app in `init_app` and shared by every thread of the process
-(gunicorn's gthread workers, Flask's threaded dev server). Several processes would each keep a
-board of their own, so the gunicorn config refuses to start more than one worker on it (see
-`check_workers`).
+By default the board is `ScoreBoard`, in this process's memory: created once per app in
+`init_app` and shared by every thread of the process (gunicorn's gthread workers, Flask's threaded
+dev server). "Global" then means global to one process: several processes would each keep a board
+of their own, so the gunicorn config refuses to start more than one worker on it (`check_workers`).
+With `REDIS_URL` set, the board is `RedisScoreBoard`, global to every process and machine that
+uses that Redis.
 
-Memory does not grow with the number of submissions: the board keeps only the `SCORE_BOARD_SIZE`
-highest scores (a min-heap) and a counter.
+Memory does not grow with the number of submissions: either board keeps only the
+`SCORE_BOARD_SIZE` highest scores and a counter.
 """
 
 import heapq
@@ -17,6 +18,8 @@ import threading
 from dataclasses import dataclass
 
 from flask import current_app
+
+from .shared_store import redis_client
 
 # Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -89,19 +92,56 @@ class ScoreBoard:
             return Board(tuple(sorted(self._lowest_first, reverse=True)), self._count)
 
 
+class RedisScoreBoard:
+    """The top scores and a submission count in Redis: a sorted set trimmed by one atomic script."""
+
+    shared_between_processes = True
+    # Members are submission numbers, so equal scores are all kept; the trim keeps the top `size`.
+    _SUBMIT = """
+        local n = redis.call('INCR', KEYS[2])
+        redis.call('ZADD', KEYS[1], ARGV[1], n)
+        redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[2]) + 1))
+        return n
+    """
+
+    def __init__(self, client, prefix, size=3):
+        self.size = size
+        self._client = client
+        self._top, self._count = prefix + "scores:top", prefix + "scores:count"
+        self._submit = client.register_script(self._SUBMIT)
+
+    def submit(self, value):
+        """Count a score and keep it if it belongs among the top ones, atomically."""
+        self._submit(keys=[self._top, self._count], args=[repr(value), self.size])
+
+    def snapshot(self):
+        """Return the board as one consistent Board (read in one transaction)."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zrevrange(self._top, 0, self.size - 1, withscores=True)
+        pipe.get(self._count)
+        top, count = pipe.execute()
+        return Board(tuple(score + 0.0 for _, score in top), int(count or 0))
+
+
 def check_workers(board, workers):
     """Refuse to serve a process-local board from several worker processes."""
     if workers > 1 and not board.shared_between_processes:
         raise RuntimeError(
             f"The score board is kept in memory, which is global to one process only, but "
             f"{workers} workers were asked for: each would show its own board. Run one worker "
-            f"(HXSTATE_WORKERS=1, no --workers) and scale it with threads (HXSTATE_THREADS)."
+            f"(HXSTATE_WORKERS=1, no --workers) and scale it with threads (HXSTATE_THREADS), or "
+            f"share the board between workers through Redis (HXSTATE_REDIS_URL=redis://host:6379/0)."
         )
 
 
 def init_app(app):
-    """Create this app's score board once."""
-    app.extensions["scores"] = ScoreBoard(size=app.config["SCORE_BOARD_SIZE"])
+    """Create this app's score board once: in Redis when the config names one, else in memory."""
+    size = app.config["SCORE_BOARD_SIZE"]
+    client = redis_client(app)
+    if client is not None:
+        app.extensions["scores"] = RedisScoreBoard(client, app.config["REDIS_KEY_PREFIX"], size)
+    else:
+        app.extensions["scores"] = ScoreBoard(size=size)
     app.add_template_filter(format_score, "score")
 
 

@@ -1,0 +1,320 @@
+"""State shared through Redis: the same board and chat as the embedded stores, across processes."""
+
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from conftest import HTMX, ScriptedModel, free_port, gunicorn, new_client, stop, wait_until_serving
+from test_chat import chat, log
+from webapp.scores import RedisScoreBoard
+
+
+def board_json(client):
+    return client.get("/scores.json").get_json()
+
+
+def test_redis_board_shows_what_the_memory_board_shows(make_app, redis_config):
+    rng = random.Random(3)
+    values = [str(rng.choice([rng.randint(-50, 50), round(rng.uniform(-1e3, 1e3), 2)]))
+              for _ in range(300)]
+    memory, shared = new_client(make_app()), new_client(make_app(**redis_config))
+    assert isinstance(shared.application.extensions["scores"], RedisScoreBoard)
+    for value in values:
+        memory.post("/scores", data={"score": value}, headers=HTMX)
+        shared.post("/scores", data={"score": value}, headers=HTMX)
+    assert board_json(shared) == board_json(memory)
+    assert board_json(shared)["count"] == 300
+    fragments = [c.get("/scores", headers=HTMX).get_data(as_text=True) for c in (memory, shared)]
+    assert fragments[0] == fragments[1]
+
+
+def test_redis_board_keeps_equal_scores_and_bounded_memory(make_app, redis_config):
+    client = new_client(make_app(**redis_config))
+    for value in ["5", "5", "1", "5", "2"] * 40:
+        client.post("/scores", data={"score": value}, headers=HTMX)
+    assert board_json(client) == {"top": [5, 5, 5], "count": 200}
+    store = redis.Redis.from_url(redis_config["REDIS_URL"])
+    assert store.zcard(redis_config["REDIS_KEY_PREFIX"] + "scores:top") == 3
+
+
+def test_redis_board_is_exact_under_concurrency(make_app, redis_config):
+    app = make_app(**redis_config)
+    rng = random.Random(11)
+    batches = [[rng.randint(-10**6, 10**6) for _ in range(50)] for _ in range(16)]
+    clients = [new_client(app) for _ in batches]
+
+    def submit(client, batch):
+        for value in batch:
+            assert client.post("/scores", data={"score": str(value)}, headers=HTMX).status_code == 200
+
+    threads = [threading.Thread(target=submit, args=pair) for pair in zip(clients, batches)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [value for batch in batches for value in batch]
+    assert board_json(clients[0]) == {"top": sorted(every, reverse=True)[:3], "count": 800}
+
+
+def test_key_prefix_keeps_two_deployments_apart(make_app, redis_config):
+    other = {**redis_config, "REDIS_KEY_PREFIX": redis_config["REDIS_KEY_PREFIX"] + "other:"}
+    first, second = new_client(make_app(**redis_config)), new_client(make_app(**other))
+    first.post("/scores", data={"score": "9"}, headers=HTMX)
+    assert board_json(first) == {"top": [9], "count": 1}
+    assert board_json(second) == {"top": [], "count": 0}
+
+
+def test_chat_on_redis_is_per_browser_and_survives_a_restart(make_app, redis_config):
+    app = make_app(CHAT_MODEL=ScriptedModel("hello alice", "hello bob"), **redis_config)
+    alice, bob = new_client(app), new_client(app)
+    chat(alice, "I am Alice")
+    chat(bob, "I am Bob")
+    assert log(alice) == [("You", "I am Alice"), ("Bot", "hello alice")]
+    assert log(bob) == [("You", "I am Bob"), ("Bot", "hello bob")]
+    restarted = make_app(CHAT_MODEL=ScriptedModel(), **redis_config).test_client()
+    restarted.set_cookie("session", alice.get_cookie("session").value)
+    assert log(restarted) == [("You", "I am Alice"), ("Bot", "hello alice")]
+    alice.post("/chat/clear", headers=HTMX)
+    assert log(alice) == [] and len(log(bob)) == 2
+
+
+def test_session_and_history_expire_in_redis(make_app, redis_config):
+    app = make_app(PERMANENT_SESSION_LIFETIME=600, CHAT_MODEL=ScriptedModel(), **redis_config)
+    client = new_client(app)
+    chat(client, "hi")
+    store = redis.Redis.from_url(redis_config["REDIS_URL"])
+    sid = client.get_cookie("session").value
+    prefix = redis_config["REDIS_KEY_PREFIX"]
+    assert 0 < store.ttl(prefix + "session:" + sid) <= 600
+    assert 0 < store.ttl(prefix + "chat:" + sid) <= 600
+
+
+def test_a_dead_workers_lock_expires(make_app, redis_config):
+    app = make_app(CHAT_MODEL=ScriptedModel("after the lock"), CHAT_LOCK_WAIT=10, **redis_config)
+    client = new_client(app)
+    sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
+    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    sid = client.get_cookie("session").value
+    store = redis.Redis.from_url(redis_config["REDIS_URL"])
+    # A worker killed while generating leaves its lock behind, with the timeout it took it with.
+    assert store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=1).acquire()
+    answered = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
+    assert answered.status_code == 200 and "after the lock" in answered.get_data(as_text=True)
+
+
+def test_a_held_lock_makes_the_reply_wait_then_answer_busy(make_app, redis_config):
+    app = make_app(CHAT_MODEL=ScriptedModel(), CHAT_LOCK_WAIT=0.5, **redis_config)
+    client = new_client(app)
+    sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
+    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    sid = client.get_cookie("session").value
+    store = redis.Redis.from_url(redis_config["REDIS_URL"])
+    assert store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=30).acquire()
+    busy = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
+    assert busy.status_code == 503 and "still busy" in busy.get_data(as_text=True)
+    assert log(client) == [("You", "hello")]
+
+
+def test_redis_outage_is_a_503_and_the_app_recovers(make_app, private_redis):
+    app = make_app(REDIS_URL=private_redis.url, CHAT_MODEL=ScriptedModel("kept reply"))
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    chat(client, "kept message")
+    private_redis.stop()
+
+    for response in (client.get("/scores"), client.get("/scores.json"), client.get("/chat"),
+                     client.post("/scores", data={"score": "6"}, headers=HTMX),
+                     client.post("/chat", data={"message": "lost?"}, headers=HTMX)):
+        html = response.get_data(as_text=True)
+        assert response.status_code == 503, html
+        assert "cannot be reached right now" in html and "Traceback" not in html
+        assert response.headers["Retry-After"] == "5"
+    fragment = client.post("/scores", data={"score": "6"}, headers=HTMX)
+    assert fragment.headers["HX-Retarget"] == "#alerts" and "<html" not in fragment.get_data(as_text=True)
+    assert client.get("/").status_code == 200
+
+    private_redis.start()
+    assert board_json(client) == {"top": [5], "count": 1}
+    assert log(client) == [("You", "kept message"), ("Bot", "kept reply")]
+    assert client.post("/scores", data={"score": "7"}, headers=HTMX).status_code == 200
+    assert board_json(client) == {"top": [7, 5], "count": 2}
+
+
+def worker_pids(access_log, path):
+    """The worker processes that answered `path`, from gunicorn's access log (`%(p)s %(U)s`)."""
+    return {line.split()[0] for line in access_log.read_text().splitlines()
+            if line.split()[1:2] == [path]}
+
+
+class Browser:
+    """A keep-alive HTTP client with a cookie jar of one session and its CSRF token."""
+
+    def __init__(self, port, cookie=None, token=None):
+        self.port, self.cookie, self.token = port, cookie, token
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        if cookie is None:
+            page = self.request("GET", "/scores", htmx=False)
+            self.token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+    def request(self, method, path, body=None, new_connection=False, htmx=True):
+        """Send a request (as htmx does, by default); return the body after checking for a 2xx."""
+        if new_connection:  # a new connection may land on any worker
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {**(HTMX if htmx else {}), "Content-Type": "application/x-www-form-urlencoded"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if self.token:
+            headers["X-CSRFToken"] = self.token
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        text = response.read().decode()
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        assert 200 <= response.status < 300, (response.status, text)
+        return text
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def browsers():
+    """Make Browsers that are all closed when the test ends."""
+    made = []
+
+    def make(*args):
+        made.append(Browser(*args))
+        return made[-1]
+
+    yield make
+    for browser in made:
+        browser.close()
+
+
+@pytest.fixture
+def redis_server_env(app_env, redis_config, tmp_path):
+    """Settings for gunicorn on Redis, with an access log naming the worker of each request."""
+    port = free_port()
+    log = tmp_path / "access.log"
+    env = {**app_env, "HXSTATE_REDIS_URL": redis_config["REDIS_URL"],
+           "HXSTATE_REDIS_KEY_PREFIX": redis_config["REDIS_KEY_PREFIX"],
+           "HXSTATE_BIND": f"127.0.0.1:{port}", "HXSTATE_WORKERS": "3", "HXSTATE_THREADS": "8"}
+    return env, port, log, ["--access-logfile", str(log), "--access-logformat", "%(p)s %(U)s %(s)s"]
+
+
+def test_three_gunicorn_workers_share_one_board(redis_server_env, browsers):
+    env, port, access_log, args = redis_server_env
+    server = gunicorn(env, *args)
+    try:
+        wait_until_serving(server, port)
+        rng = random.Random(5)
+        batches = [[rng.randint(-10**9, 10**9) for _ in range(50)] for _ in range(32)]
+
+        def submit(batch):
+            browser = browsers(port)
+            for value in batch:
+                browser.request("POST", "/scores", f"score={value}")
+
+        threads = [threading.Thread(target=submit, args=(batch,)) for batch in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [value for batch in batches for value in batch]
+        expected = {"top": sorted(every, reverse=True)[:3], "count": 1600}
+        reader = browsers(port)
+        for _ in range(300):
+            assert json.loads(reader.request("GET", "/scores.json", new_connection=True)) == expected
+            if len(worker_pids(access_log, "/scores.json")) == 3:
+                break
+        assert len(worker_pids(access_log, "/scores.json")) == 3
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tiny_model_dir, tmp_path_factory):
+    """A randomly initialised model large enough that a reply takes seconds on this CPU."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=256,
+                                       n_layer=6, n_head=4, bos_token_id=eos, eos_token_id=eos))
+    folder = tmp_path_factory.mktemp("slow-chat-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def busiest_worker(master_pid, seconds=0.5):
+    """The child of `master_pid` that used the most CPU over the next `seconds`."""
+    def children():
+        with open(f"/proc/{master_pid}/task/{master_pid}/children") as file:
+            return [int(pid) for pid in file.read().split()]
+
+    def cpu(pid):
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    before = {pid: cpu(pid) for pid in children()}
+    time.sleep(seconds)
+    return max(before, key=lambda pid: cpu(pid) - before[pid])
+
+
+def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, slow_model_dir,
+                                                              browsers):
+    env, port, access_log, args = redis_server_env
+    env = {**env, "HXSTATE_CHAT_MODEL": str(slow_model_dir), "HXSTATE_CHAT_MAX_NEW_TOKENS": "600",
+           "HXSTATE_CHAT_MIN_NEW_TOKENS": "600", "HXSTATE_CHAT_NO_REPEAT_NGRAM_SIZE": "0",
+           "HXSTATE_CHAT_LOCK_TIMEOUT": "4"}
+    server = gunicorn(env, *args)
+    try:
+        wait_until_serving(server, port)
+        bystander = browsers(port)
+        for k in range(2):
+            sent = bystander.request("POST", "/chat", f"message=hello+{k}", new_connection=True)
+            turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
+            bystander.request("POST", f"/chat/replies/{turn}", new_connection=True)
+        before = bystander.request("GET", "/chat", new_connection=True)
+        assert before.count('class="bubble bot"') == 2
+        assert len(worker_pids(access_log, "/chat")) >= 2  # the session went through several workers
+
+        victim = browsers(port)
+        sent = victim.request("POST", "/chat", "message=interrupted")
+        turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
+        failures = []
+
+        def ask_for_reply():
+            try:
+                browsers(port, victim.cookie, victim.token).request("POST", f"/chat/replies/{turn}")
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(error)
+
+        asking = threading.Thread(target=ask_for_reply)
+        asking.start()
+        time.sleep(0.5)
+        os.kill(busiest_worker(server.pid), signal.SIGKILL)
+        asking.join(timeout=60)
+        assert failures, "the reply finished before its worker was killed"
+
+        assert bystander.request("GET", "/chat", new_connection=True) == before
+        page = victim.request("GET", "/chat", new_connection=True)
+        assert "interrupted" in page and 'class="bubble bot pending"' in page
+        answered = victim.request("POST", f"/chat/replies/{turn}", new_connection=True)
+        assert 'class="bubble bot"' in answered
+    finally:
+        stop(server)

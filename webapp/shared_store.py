@@ -1,0 +1,64 @@
+"""The optional Redis server that makes state global across worker processes and machines.
+
+Setting `REDIS_URL` moves the score board, the sessions and the chat histories to Redis, under
+`REDIS_KEY_PREFIX`, so that any number of gunicorn workers on any number of machines share them.
+When a store cannot be reached, the requests that need it get a 503 with a message (see
+`webapp/errors.py`) while the others go on, and the next request after it returns succeeds:
+redis-py reconnects by itself.
+"""
+
+import redis
+from flask import session
+from flask.sessions import SessionInterface
+from flask_session.base import ServerSideSession
+
+# What a store raises when it cannot be reached or cannot answer.
+STORE_ERRORS = (redis.RedisError,)
+
+
+def init_app(app):
+    """Connect to Redis once if the config names one."""
+    url = app.config["REDIS_URL"]
+    if url:
+        app.extensions["redis"] = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15)
+
+
+def redis_client(app):
+    """The app's Redis client, or None for the embedded stores."""
+    return app.extensions.get("redis")
+
+
+class UnavailableSession(ServerSideSession):
+    """Stands in for a session whose store could not be read; it is never saved."""
+
+
+class OutageTolerantSessions(SessionInterface):
+    """Wraps a flask-session interface so that a store outage fails only the requests that need it.
+
+    Opening a session otherwise happens before any view runs, so an unreachable store would
+    fail every page, even those that use no session, with no way to render a message.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def open_session(self, app, request):
+        try:
+            return self.inner.open_session(app, request)
+        except STORE_ERRORS:
+            app.logger.exception("session store unreachable")
+            return UnavailableSession(sid=None)
+
+    def save_session(self, app, session, response):
+        # Saving a stand-in would overwrite the stored session with an empty one.
+        if not isinstance(session, UnavailableSession):
+            self.inner.save_session(app, session, response)
+
+
+def session_unavailable():
+    """Whether this request's session could not be read from its store."""
+    return isinstance(session._get_current_object(), UnavailableSession)
