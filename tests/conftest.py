@@ -37,9 +37,8 @@ TINY_CORPUS = [
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny GPT-2 with a byte-level BPE tokenizer, saved the way `from_pretrained` reads it."""
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -49,11 +48,19 @@ def tiny_model_dir(tmp_path_factory):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
                                         bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    return save_random_gpt2(tmp_path_factory.mktemp("tiny-chat-model"), tokenizer,
+                            n_positions=64, n_embd=32, n_layer=2, n_head=2)
+
+
+def save_random_gpt2(folder, tokenizer, **shape):
+    """Save a randomly initialised GPT-2 of the given shape with `tokenizer`, as from_pretrained reads it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32,
-                                       n_layer=2, n_head=2, bos_token_id=eos, eos_token_id=eos))
-    folder = tmp_path_factory.mktemp("tiny-chat-model")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), bos_token_id=eos,
+                                       eos_token_id=eos, **shape))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -12,7 +12,8 @@ import time
 import pytest
 import redis
 
-from conftest import HTMX, ScriptedModel, free_port, gunicorn, new_client, stop, wait_until_serving
+from conftest import (HTMX, ScriptedModel, free_port, gunicorn, new_client, save_random_gpt2, stop,
+                      wait_until_serving)
 from test_chat import chat, log
 from webapp.scores import RedisScoreBoard
 
@@ -97,27 +98,29 @@ def test_session_and_history_expire_in_redis(make_app, redis_config):
     assert 0 < store.ttl(prefix + "chat:" + sid) <= 600
 
 
-def test_a_dead_workers_lock_expires(make_app, redis_config):
-    app = make_app(CHAT_MODEL=ScriptedModel("after the lock"), CHAT_LOCK_WAIT=10, **redis_config)
+def message_under_held_lock(app, redis_config, lock_timeout):
+    """Send a message, then take its session's reply lock as another worker would; return both."""
     client = new_client(app)
     sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
     turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
     sid = client.get_cookie("session").value
     store = redis.Redis.from_url(redis_config["REDIS_URL"])
+    lock = store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=lock_timeout)
+    assert lock.acquire()
+    return client, turn_id
+
+
+def test_a_dead_workers_lock_expires(make_app, redis_config):
+    app = make_app(CHAT_MODEL=ScriptedModel("after the lock"), CHAT_LOCK_WAIT=10, **redis_config)
     # A worker killed while generating leaves its lock behind, with the timeout it took it with.
-    assert store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=1).acquire()
+    client, turn_id = message_under_held_lock(app, redis_config, lock_timeout=1)
     answered = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
     assert answered.status_code == 200 and "after the lock" in answered.get_data(as_text=True)
 
 
 def test_a_held_lock_makes_the_reply_wait_then_answer_busy(make_app, redis_config):
     app = make_app(CHAT_MODEL=ScriptedModel(), CHAT_LOCK_WAIT=0.5, **redis_config)
-    client = new_client(app)
-    sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
-    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
-    sid = client.get_cookie("session").value
-    store = redis.Redis.from_url(redis_config["REDIS_URL"])
-    assert store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=30).acquire()
+    client, turn_id = message_under_held_lock(app, redis_config, lock_timeout=30)
     busy = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
     assert busy.status_code == 503 and "still busy" in busy.get_data(as_text=True)
     assert log(client) == [("You", "hello")]
@@ -245,18 +248,11 @@ def test_three_gunicorn_workers_share_one_board(redis_server_env, browsers):
 @pytest.fixture(scope="session")
 def slow_model_dir(tiny_model_dir, tmp_path_factory):
     """A randomly initialised model large enough that a reply takes seconds on this CPU."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    eos = tokenizer.eos_token_id
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=256,
-                                       n_layer=6, n_head=4, bos_token_id=eos, eos_token_id=eos))
-    folder = tmp_path_factory.mktemp("slow-chat-model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_random_gpt2(tmp_path_factory.mktemp("slow-chat-model"),
+                            AutoTokenizer.from_pretrained(tiny_model_dir),
+                            n_positions=1024, n_embd=256, n_layer=6, n_head=4)
 
 
 def busiest_worker(master_pid, seconds=0.5):
@@ -291,7 +287,11 @@ def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, 
             bystander.request("POST", f"/chat/replies/{turn}", new_connection=True)
         before = bystander.request("GET", "/chat", new_connection=True)
         assert before.count('class="bubble bot"') == 2
-        assert len(worker_pids(access_log, "/chat")) >= 2  # the session went through several workers
+        for _ in range(100):  # until the session has been served by several workers
+            if len(worker_pids(access_log, "/chat")) >= 2:
+                break
+            assert bystander.request("GET", "/chat", new_connection=True) == before
+        assert len(worker_pids(access_log, "/chat")) >= 2
 
         victim = browsers(port)
         sent = victim.request("POST", "/chat", "message=interrupted")
