@@ -29,7 +29,6 @@ def create_app(test_config=None):
         SCORE_POLL_SECONDS=3,
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
-        WTF_CSRF_SSL_STRICT=False,
         HTMX_VERSION=HTMX_VERSION,
         SESSION_TYPE="sqlalchemy",
         SESSION_SERIALIZATION_FORMAT="json",
