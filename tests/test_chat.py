@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import HTMX, ScriptedModel, new_client
+from conftest import HTMX, ScriptedModel, new_client, serve
 from webapp.chat_model import ChatModel, ModelError
 
 
@@ -260,8 +260,6 @@ class GatedModel:
 
 @pytest.mark.browser
 def test_browser_chat_echoes_then_replies_and_keeps_history(browser, make_app):
-    from conftest import serve
-
     model = GatedModel()
     with serve(make_app(CHAT_MODEL=model)) as url:
         alice = browser.new_context()

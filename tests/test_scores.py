@@ -2,11 +2,13 @@
 
 import random
 import threading
+import time
 import tracemalloc
 
 import pytest
+from flask import request
 
-from conftest import HTMX, new_client
+from conftest import HTMX, new_client, serve
 from webapp.scores import ScoreBoard, format_score
 
 BAD_SCORES = ["", "   ", "abc", "nan", "NaN", "inf", "-Infinity", "+inf", "1e999", "-1e999",
@@ -185,3 +187,23 @@ def test_browser_board_refreshes_for_other_viewers(browser, live_server):
     assert watching.locator("#score-count").inner_text() == "1"
     viewer.close()
     other.close()
+
+
+@pytest.mark.browser
+def test_browser_polls_revalidate_an_unchanged_board_with_304(browser, app):
+    statuses = []
+
+    @app.after_request
+    def record(response):
+        statuses.append((response.status_code, "HX-Request" in request.headers))
+        return response
+
+    with serve(app) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/scores")
+        deadline = time.monotonic() + 15
+        while statuses.count((304, True)) < 2:
+            assert time.monotonic() < deadline, statuses
+            page.wait_for_timeout(200)
+        assert page.locator("#score-count").inner_text() == "0"
+        page.close()
