@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
-from . import chat_history, chat_model, errors, scores, sessions, shared_store
+from . import chat_history, chat_model, errors, scores, security, sessions, shared_store
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ def create_app(test_config=None):
         SESSION_TYPE="sqlalchemy",
         SESSION_SERIALIZATION_FORMAT="json",
         SESSION_PERMANENT=True,
+        SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
         SESSION_CLEANUP_EVERY=100,
         CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"),
@@ -58,6 +59,7 @@ def create_app(test_config=None):
         app.config["SECRET_KEY"] = _instance_secret_key(Path(app.instance_path))
 
     csrf.init_app(app)
+    security.init_app(app)
     errors.init_app(app)
     shared_store.init_app(app)
     scores.init_app(app)
