@@ -17,10 +17,12 @@ accesslog = os.environ.get("HXSTATE_ACCESS_LOG") or None
 
 
 def on_starting(server):
-    """Refuse a worker count that the configured state stores cannot keep consistent."""
+    """Refuse a weak secret key, and a worker count the configured stores cannot keep consistent."""
     from webapp.scores import check_workers
+    from webapp.security import check_secret_key
 
     app = server.app.wsgi()
+    check_secret_key(app)
     check_workers(app.extensions["scores"], server.cfg.workers)
 
 

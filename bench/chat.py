@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--model", default=str(ROOT / "models" / "hxstate-chat"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        app = create_app({"SECRET_KEY": "bench", "CHAT_MODEL": args.model,
+        app = create_app({"SECRET_KEY": "bench", "CHAT_MODEL": args.model, "RATELIMIT_ENABLED": False,
                           "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/bench.sqlite3"})
         model = app.extensions["chat_model"]
         client = app.test_client()

@@ -11,6 +11,7 @@ import argparse
 import http.client
 import os
 import re
+import secrets
 import socket
 import statistics
 import subprocess
@@ -30,8 +31,9 @@ def free_port():
 
 def start_server(port, threads, workers=1, **settings):
     """Start `gunicorn wsgi:app` with the checked-in config; `settings` are HXSTATE_* variables."""
-    env = {**os.environ, "HXSTATE_SECRET_KEY": "bench", "HXSTATE_BIND": f"127.0.0.1:{port}",
+    env = {**os.environ, "HXSTATE_SECRET_KEY": secrets.token_hex(32), "HXSTATE_BIND": f"127.0.0.1:{port}",
            "HXSTATE_THREADS": str(threads), "HXSTATE_WORKERS": str(workers),
+           "HXSTATE_RATELIMIT_ENABLED": "false",  # every benchmark client shares one address
            **{f"HXSTATE_{name}": str(value) for name, value in settings.items()}}
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

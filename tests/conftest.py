@@ -94,7 +94,7 @@ def make_app(tmp_path, tiny_model):
         return create_app({
             "TESTING": True, "SECRET_KEY": "test", "SCORE_POLL_SECONDS": 1,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}",
-            "CHAT_MODEL": tiny_model, **config,
+            "CHAT_MODEL": tiny_model, "RATELIMIT_ENABLED": False, **config,
         })
     return make
 
@@ -139,7 +139,8 @@ def free_port():
 @pytest.fixture
 def app_env(tmp_path, tiny_model_dir):
     """Environment for a server process: the tiny model, this test's own database."""
-    return {**os.environ, "HXSTATE_SECRET_KEY": "test", "HXSTATE_CHAT_MODEL": str(tiny_model_dir),
+    return {**os.environ, "HXSTATE_SECRET_KEY": "a3f9c0e1b2d4" * 4, "HXSTATE_CHAT_MODEL": str(tiny_model_dir),
+            "HXSTATE_RATELIMIT_ENABLED": "false",
             "HXSTATE_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}"}
 
 

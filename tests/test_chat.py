@@ -208,7 +208,7 @@ def test_stored_turns_are_capped(make_app):
 
 
 def test_expired_sessions_and_their_turns_are_removed(make_app):
-    app = make_app(PERMANENT_SESSION_LIFETIME=1, CHAT_MODEL=ScriptedModel())
+    app = make_app(PERMANENT_SESSION_LIFETIME=1, SESSION_CLEANUP_EVERY=0, CHAT_MODEL=ScriptedModel())
     gone = new_client(app)
     chat(gone, "soon forgotten")
     time.sleep(1.5)
@@ -218,6 +218,15 @@ def test_expired_sessions_and_their_turns_are_removed(make_app):
     assert result.exit_code == 0 and "2 turns" in result.output
     assert log(live) == [("You", "still here"), ("Bot", "reply 2")]
     assert log(gone) == []
+
+
+def test_requests_remove_expired_sessions_by_themselves(make_app):
+    app = make_app(PERMANENT_SESSION_LIFETIME=1, SESSION_CLEANUP_EVERY=1, CHAT_MODEL=ScriptedModel())
+    chat(new_client(app), "soon forgotten")
+    time.sleep(1.5)
+    new_client(app)  # any request now cleans up
+    result = app.test_cli_runner().invoke(args=["cleanup-sessions"])
+    assert result.exit_code == 0 and ": 0 turns" in result.output
 
 
 def test_real_model_loads_offline_from_a_folder_and_answers(make_app, tiny_model_dir):

@@ -15,6 +15,13 @@ def test_memory_store_refuses_several_workers(app_env):
     assert "Run one worker (HXSTATE_WORKERS=1" in output
 
 
+def test_a_weak_secret_key_is_refused(app_env):
+    server = gunicorn(app_env, "--bind", f"127.0.0.1:{free_port()}", HXSTATE_SECRET_KEY="dev")
+    output, _ = server.communicate(timeout=60)
+    assert server.returncode != 0
+    assert "HXSTATE_SECRET_KEY is too short or too simple" in output
+
+
 def test_one_worker_serves_the_board(app_env):
     port = free_port()
     server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="4")

@@ -1,8 +1,17 @@
 """Security headers on every kind of response, and pages that run under the strict CSP."""
 
-import pytest
+import math
+import re
 
-from conftest import HTMX, ScriptedModel, serve
+import pytest
+from flask import abort
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.pool import NullPool
+
+from conftest import HTMX, ScriptedModel, new_client, serve
+from webapp.errors import MESSAGES
+from webapp.scores import InvalidScore, parse_score
 
 EXPECTED = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
             "X-Frame-Options": "DENY"}
@@ -54,3 +63,180 @@ def test_pages_work_without_any_csp_violation(browser, make_app):
         page.locator(".bubble.bot", has_text="a reply").wait_for()
         assert page.evaluate("window.__violations") == []
         page.close()
+
+
+def test_scores_beyond_the_bounds_are_refused(client):
+    for text in ("1e16", "-2e15", "9" * 17):
+        response = client.post("/scores", data={"score": text}, headers=HTMX)
+        assert response.status_code == 422
+        assert "scores go from -1000000000000000 to 1000000000000000" in response.get_data(as_text=True)
+    assert client.post("/scores", data={"score": "1e15"}, headers=HTMX).status_code == 200
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_string_is_a_score_or_a_clear_refusal(text):
+    try:
+        value = parse_score(text)
+    except InvalidScore as refusal:
+        assert str(refusal)
+    else:
+        assert math.isfinite(value) and abs(value) <= 1e15
+        assert value == float(text.strip())
+
+
+@given(st.text(max_size=40))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_app_answers_any_score_or_message_with_200_or_422(client, text):
+    before = client.get("/scores.json").get_json()
+    score = client.post("/scores", data={"score": text}, headers=HTMX)
+    assert score.status_code in (200, 422)
+    after = client.get("/scores.json").get_json()
+    assert after["count"] == before["count"] + (score.status_code == 200)
+    message = client.post("/chat", data={"message": text}, headers=HTMX)
+    assert message.status_code == (200 if text.strip() else 422)
+
+
+@pytest.mark.parametrize("path", ["/scores", "/chat", "/chat/replies/1", "/chat/clear"])
+def test_every_state_changing_route_wants_the_csrf_proof(app, path):
+    stranger = app.test_client()
+    for headers in ({}, HTMX, {"Origin": "https://elsewhere.example"}):
+        response = stranger.post(path, data={"score": "1", "message": "hi"}, headers=headers)
+        assert response.status_code in (400, 403), (path, headers)
+
+
+def test_posts_from_another_origin_are_refused_even_with_a_token(client):
+    response = client.post("/scores", data={"score": "1"},
+                           headers={**HTMX, "Origin": "https://elsewhere.example"})
+    assert response.status_code == 403 and "other sites" in response.get_data(as_text=True)
+    same = client.post("/scores", data={"score": "1"}, headers={**HTMX, "Origin": "http://localhost"})
+    assert same.status_code == 200
+    assert client.get("/scores.json").get_json()["count"] == 1
+
+
+def test_markup_and_javascript_urls_are_text(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("javascript:alert(2) <a href=x>x</a>")))
+    sent = client.post("/chat", data={"message": "javascript:alert(1)"}, headers=HTMX)
+    turn = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    html = client.get("/chat").get_data(as_text=True)
+    assert 'href="javascript' not in html and "<a href=x>" not in html
+    assert "javascript:alert(1)" in html and "&lt;a href=x&gt;" in html
+
+
+def test_too_large_a_request_is_refused(client):
+    response = client.post("/chat", data={"message": "x" * (70 * 1024)}, headers=HTMX)
+    assert response.status_code == 413
+    assert "too large" in response.get_data(as_text=True)
+    assert response.headers["HX-Retarget"] == "#alerts"
+
+
+def test_rate_limit_answers_429_and_keeps_the_board(make_app):
+    client = new_client(make_app(RATELIMIT_ENABLED=True, SCORE_RATE_LIMIT="3/minute"))
+    for value in range(3):
+        assert client.post("/scores", data={"score": str(value)}, headers=HTMX).status_code == 200
+    refused = client.post("/scores", data={"score": "99"}, headers=HTMX)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "Too many requests" in refused.get_data(as_text=True)
+    assert refused.headers["HX-Retarget"] == "#alerts"
+    assert client.get("/scores.json").get_json() == {"top": [2, 1, 0], "count": 3}
+
+
+def test_rate_limit_counts_every_worker_together_on_redis(make_app, redis_config):
+    settings_ = {"RATELIMIT_ENABLED": True, "CHAT_RATE_LIMIT": "3/minute",
+                 "CHAT_MODEL": ScriptedModel(), **redis_config}
+    first, second = new_client(make_app(**settings_)), new_client(make_app(**settings_))
+    statuses = [client.post("/chat", data={"message": "hi"}, headers=HTMX).status_code
+                for client in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429]
+
+
+CODES = [400, 403, 404, 405, 413, 422, 429, 500, 503]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_every_error_renders_as_a_page_and_as_a_fragment(app, code):
+    def fail():
+        if code == 500:
+            raise RuntimeError("hidden detail")
+        abort(code)
+
+    app.add_url_rule("/fail", view_func=fail, methods=["GET"])
+    client = app.test_client()
+    page, fragment = client.get("/fail"), client.get("/fail", headers=HTMX)
+    for response in (page, fragment):
+        assert response.status_code == code
+        assert MESSAGES[code] in response.get_data(as_text=True)
+        assert "hidden detail" not in response.get_data(as_text=True)
+        assert response.headers["Content-Security-Policy"]
+    assert "<html" in page.get_data(as_text=True)
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert fragment.headers["HX-Retarget"] == "#alerts"
+
+
+def test_an_unwritable_session_database_is_a_503_and_keeps_history(make_app, tmp_path):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder / 'db.sqlite3'}",
+              "SQLALCHEMY_ENGINE_OPTIONS": {"poolclass": NullPool},
+              "CHAT_MODEL": ScriptedModel("kept")}
+    client = new_client(make_app(**config))
+    turn = re.search(r'id="exchange-(\d+)"', client.post(
+        "/chat", data={"message": "hello"}, headers=HTMX).get_data(as_text=True)).group(1)
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    folder.rename(tmp_path / "moved")
+    for response in (client.get("/chat"), client.post("/chat", data={"message": "x"}, headers=HTMX)):
+        assert response.status_code == 503
+        assert "cannot be reached right now" in response.get_data(as_text=True)
+    (tmp_path / "moved").rename(folder)
+    page = client.get("/chat").get_data(as_text=True)
+    assert page.count('class="bubble user"') == 1 and "kept" in page
+
+
+@pytest.mark.browser
+def test_browser_shows_422_beside_the_box_and_429_in_the_alerts(browser, make_app):
+    app = make_app(RATELIMIT_ENABLED=True, SCORE_RATE_LIMIT="2/minute")  # refusals count too
+    with serve(app) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/scores")
+        page.evaluate("document.querySelector('#score').type = 'text'")
+        page.fill("#score", "lots")
+        page.click("button[type=submit]")
+        page.locator("#score-error", has_text="must be a number").wait_for()
+        page.fill("#score", "3")
+        page.click("button[type=submit]")
+        page.locator("#board li", has_text="3").wait_for()
+        page.fill("#score", "4")
+        page.click("button[type=submit]")
+        page.locator("#alerts .alert", has_text="Too many requests").wait_for()
+        assert page.locator("#score-form").count() == 1
+        assert page.locator("#score-count").inner_text() == "1"
+        page.close()
+
+
+@pytest.mark.browser
+def test_browser_keeps_no_chat_content_in_web_storage(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("secret reply"))) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        page.fill("#message", "secret message")
+        page.press("#message", "Enter")
+        page.locator(".bubble.bot", has_text="secret reply").wait_for()
+        page.goto(f"{url}/scores")
+        page.go_back()
+        page.locator(".bubble.bot", has_text="secret reply").wait_for()
+        stored = page.evaluate("JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
+        assert "secret" not in stored
+        page.close()
+
+
+def test_behind_a_proxy_the_cookie_is_secure_and_the_forwarded_host_is_trusted(make_app):
+    client = make_app(PROXY_FIX_HOPS=1, SESSION_COOKIE_SECURE=True).test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "demo.example",
+                 "X-Forwarded-For": "203.0.113.9"}
+    assert "Secure" in client.get("/chat", headers=forwarded).headers["Set-Cookie"]
+    from_proxy = client.post("/scores", headers={**forwarded, "Origin": "https://demo.example"})
+    assert from_proxy.status_code == 400  # past the origin check, stopped by CSRF
+    elsewhere = client.post("/scores", headers={**forwarded, "Origin": "https://elsewhere.example"})
+    assert elsewhere.status_code == 403

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import chat_history, chat_model, errors, scores, security, sessions, shared_store
+from . import chat_history, chat_model, errors, limits, scores, security, sessions, shared_store
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,10 @@ def create_app(test_config=None):
     app.config.from_mapping(
         SCORE_BOARD_SIZE=3,
         SCORE_POLL_SECONDS=3,
+        SCORE_MAX_ABS=1e15,
+        SCORE_RATE_LIMIT="60/minute",
+        CHAT_RATE_LIMIT="20/minute",
+        MAX_CONTENT_LENGTH=64 * 1024,
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
         HTMX_VERSION=HTMX_VERSION,
@@ -34,6 +39,8 @@ def create_app(test_config=None):
         SESSION_SERIALIZATION_FORMAT="json",
         SESSION_PERMANENT=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,
+        PROXY_FIX_HOPS=0,
         PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
         SESSION_CLEANUP_EVERY=100,
         CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"),
@@ -58,8 +65,11 @@ def create_app(test_config=None):
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret_key(Path(app.instance_path))
 
+    hops = app.config["PROXY_FIX_HOPS"]
+    if hops:  # behind that many trusted proxies: take the client's address and scheme from them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    security.init_app(app)  # before CSRFProtect: another site's post is refused as such
     csrf.init_app(app)
-    security.init_app(app)
     errors.init_app(app)
     shared_store.init_app(app)
     scores.init_app(app)
@@ -70,6 +80,7 @@ def create_app(test_config=None):
     app.register_blueprint(home.bp)
     for page in PAGES:
         app.register_blueprint(page.bp)
+    limits.init_app(app, PAGES)
     app.jinja_env.globals["pages"] = PAGES
     return app
 

@@ -1,6 +1,7 @@
 """Errors rendered in one place: a full page, or a fragment shown in the page's alert region."""
 
 from flask import current_app
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
@@ -51,6 +52,12 @@ def _csrf_error(error):
                                "Reload the page and send it again.")
 
 
+def _rate_limited(error):
+    """Over a rate limit: say which limit, and that waiting helps."""
+    return render_error(error, f"Too many requests (the limit is {error.description}): "
+                               f"wait a moment and try again.")
+
+
 def _store_error(error):
     """A store that cannot be reached: 503, and the page says that nothing was lost."""
     current_app.logger.error("store unreachable: %s", error)
@@ -71,6 +78,7 @@ def _unexpected_error(error):
 def init_app(app):
     """Route every error through the renderers above."""
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
     for store_error in STORE_ERRORS:
         app.register_error_handler(store_error, _store_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -30,16 +30,17 @@ class InvalidScore(ValueError):
     """A submitted score that is not a finite number."""
 
 
-def parse_score(text):
-    """Return the finite float a submitted string means, or raise InvalidScore saying why not."""
+def parse_score(text, max_abs=1e15):
+    """Return the number a submitted string means, or raise InvalidScore saying why it is refused."""
     text = (text or "").strip()
     if not text:
         raise InvalidScore("Enter a score: the box was empty.")
     if len(text) > MAX_SCORE_CHARS or not _NUMBER.fullmatch(text):
         raise InvalidScore("A score must be a number, such as 42 or -3.5.")
     value = float(text)
-    if not math.isfinite(value):
-        raise InvalidScore("That number is too large to keep; a score must be a finite number.")
+    if not math.isfinite(value) or abs(value) > max_abs:
+        raise InvalidScore(f"That number is too large: scores go from {format_score(-max_abs)} "
+                           f"to {format_score(max_abs)}.")
     return value + 0.0  # folds -0.0 into 0.0
 
 

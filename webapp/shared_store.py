@@ -2,18 +2,20 @@
 
 Setting `REDIS_URL` moves the score board, the sessions and the chat histories to Redis, under
 `REDIS_KEY_PREFIX`, so that any number of gunicorn workers on any number of machines share them.
-When a store cannot be reached, the requests that need it get a 503 with a message (see
+When a store (Redis, or the embedded database) cannot be reached, the requests that need it get a 503 with a message (see
 `webapp/errors.py`) while the others go on, and the next request after it returns succeeds:
 redis-py reconnects by itself.
 """
 
 import redis
+import sqlalchemy.exc
 from flask import session
 from flask.sessions import SessionInterface
 from flask_session.base import ServerSideSession
 
-# What a store raises when it cannot be reached or cannot answer.
-STORE_ERRORS = (redis.RedisError,)
+# What a store raises when it cannot be reached or cannot answer: Redis down, or the embedded
+# database's disk full, folder unwritable, file locked for too long.
+STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 
 
 def init_app(app):

@@ -10,6 +10,7 @@ bp = Blueprint("chat", __name__)
 
 TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
+RATE_LIMITS = {"send": "CHAT_RATE_LIMIT", "reply": "CHAT_RATE_LIMIT"}
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
 
 

@@ -9,6 +9,7 @@ bp = Blueprint("scores", __name__)
 
 TITLE = "Score board"
 DESCRIPTION = "Global state: submit a score; everyone sees the same top scores."
+RATE_LIMITS = {"submit": "SCORE_RATE_LIMIT"}
 
 
 def _render(fragment, status=200, **context):
@@ -30,7 +31,7 @@ def submit():
     """Add a score; htmx gets a fresh form and the new board, a plain form a redirect."""
     text = request.form.get("score", "")
     try:
-        value = parse_score(text)
+        value = parse_score(text, current_app.config["SCORE_MAX_ABS"])
     except InvalidScore as error:
         return _render("scores/_form.html", 422, error=str(error), value=text)
     current_board().submit(value)
