@@ -2,9 +2,9 @@
 
 Setting `REDIS_URL` moves the score board, the sessions and the chat histories to Redis, under
 `REDIS_KEY_PREFIX`, so that any number of gunicorn workers on any number of machines share them.
-When a store (Redis, or the embedded database) cannot be reached, the requests that need it get a 503 with a message (see
-`webapp/errors.py`) while the others go on, and the next request after it returns succeeds:
-redis-py reconnects by itself.
+When a store (Redis, or the embedded database) cannot be reached, the requests that need it get a
+503 with a message (see `webapp/errors.py`) while the others go on, and the next request after it
+returns succeeds: redis-py reconnects by itself.
 """
 
 import redis
