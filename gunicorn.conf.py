@@ -18,12 +18,12 @@ accesslog = os.environ.get("HXSTATE_ACCESS_LOG") or None
 
 def on_starting(server):
     """Refuse a weak secret key, and a worker count the configured stores cannot keep consistent."""
-    from webapp.scores import check_workers
     from webapp.security import check_secret_key
+    from webapp.shared_store import check_workers
 
     app = server.app.wsgi()
     check_secret_key(app)
-    check_workers(app.extensions["scores"], server.cfg.workers)
+    check_workers(app, server.cfg.workers)
 
 
 def post_fork(server, worker):

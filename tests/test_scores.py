@@ -32,6 +32,16 @@ def test_two_clients_share_one_board(app):
         assert '<span id="score-count">4</span>' in fragment
 
 
+def test_each_browser_sees_its_own_last_score(app):
+    alice, bob = new_client(app), new_client(app)
+    assert 'id="last-score"' not in alice.get("/scores").get_data(as_text=True)
+    alice.post("/scores", data={"score": "5"}, headers=HTMX)
+    submitted = bob.post("/scores", data={"score": "7.5"}, headers=HTMX).get_data(as_text=True)
+    assert '<span id="last-score">7.5</span>' in submitted
+    assert '<span id="last-score">5</span>' in alice.get("/scores").get_data(as_text=True)
+    assert '<span id="last-score">7.5</span>' in bob.get("/scores").get_data(as_text=True)
+
+
 def test_htmx_submit_returns_cleared_form_and_new_board(client):
     response = client.post("/scores", data={"score": "42"}, headers=HTMX)
     html = response.get_data(as_text=True)

@@ -8,7 +8,8 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import chat_history, chat_model, errors, limits, scores, security, sessions, shared_store
+from . import (chat_history, chat_model, errors, limits, scores, security, sessions, shared_store,
+               state)
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,8 @@ def create_app(test_config=None):
         SCORE_MAX_ABS=1e15,
         SCORE_RATE_LIMIT="60/minute",
         CHAT_RATE_LIMIT="20/minute",
+        WORDS_RATE_LIMIT="30/minute",
+        WORDS_MAX_CHARS=5000,
         MAX_CONTENT_LENGTH=64 * 1024,
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
@@ -73,6 +76,7 @@ def create_app(test_config=None):
     errors.init_app(app)
     shared_store.init_app(app)
     scores.init_app(app)
+    state.init_app(app)
     sessions.init_app(app)
     chat_history.init_app(app)
     chat_model.init_app(app)

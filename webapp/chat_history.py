@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 
 import click
 import sqlalchemy as sa
-from flask import abort, current_app, session
+from flask import abort, current_app
 from flask.cli import with_appcontext
 from redis.exceptions import LockError
 from sqlalchemy.orm import DeclarativeBase
 
 from .sessions import database
-from .shared_store import redis_client, session_unavailable
+from .shared_store import redis_client
 
 BUSY = "This chat is still busy with an earlier message. Try again in a moment."
 
@@ -269,12 +269,3 @@ def init_app(app):
 def current_history():
     """The chat history store of the app handling this request."""
     return current_app.extensions["chat_history"]
-
-
-def current_sid():
-    """The id flask-session gave this browser's session, which must then be stored."""
-    if session_unavailable():
-        abort(503, "Your conversation is kept in a store that cannot be reached right now. "
-                   "Nothing is lost: try again in a moment.")
-    session.setdefault("chat", True)  # flask-session never stores an empty session
-    return session.sid

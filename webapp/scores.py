@@ -3,7 +3,8 @@
 By default the board is `ScoreBoard`, in this process's memory: created once per app in
 `init_app` and shared by every thread of the process (gunicorn's gthread workers, Flask's threaded
 dev server). "Global" then means global to one process: several processes would each keep a board
-of their own, so the gunicorn config refuses to start more than one worker on it (`check_workers`).
+of their own, so the gunicorn config refuses to start more than one worker on it
+(`shared_store.check_workers`).
 With `REDIS_URL` set, the board is `RedisScoreBoard`, global to every process and machine that
 uses that Redis.
 
@@ -122,17 +123,6 @@ class RedisScoreBoard:
         pipe.get(self._count)
         top, count = pipe.execute()
         return Board(tuple(score + 0.0 for _, score in top), int(count or 0))
-
-
-def check_workers(board, workers):
-    """Refuse to serve a process-local board from several worker processes."""
-    if workers > 1 and not board.shared_between_processes:
-        raise RuntimeError(
-            f"The score board is kept in memory, which is global to one process only, but "
-            f"{workers} workers were asked for: each would show its own board. Run one worker "
-            f"(HXSTATE_WORKERS=1, no --workers) and scale it with threads (HXSTATE_THREADS), or "
-            f"share the board between workers through Redis (HXSTATE_REDIS_URL=redis://host:6379/0)."
-        )
 
 
 def init_app(app):

@@ -1,5 +1,5 @@
 """The app's pages. Each module exposes `bp`, `TITLE` and `DESCRIPTION`; register a page by listing it here."""
 
-from . import chat, scores
+from . import chat, scores, words
 
-PAGES = (scores, chat)
+PAGES = (scores, chat, words)

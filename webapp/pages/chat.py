@@ -2,9 +2,10 @@
 
 from flask import Blueprint, abort, current_app, redirect, request, url_for
 
-from ..chat_history import Exchange, Turn, current_history, current_sid
+from ..chat_history import Exchange, Turn, current_history
 from ..chat_model import ModelError, current_model
 from ..rendering import render, wants_fragment
+from ..state import browser_id
 
 bp = Blueprint("chat", __name__)
 
@@ -17,7 +18,7 @@ MODEL_FAILED = "The model could not answer this time. Your message is kept: retr
 def _render(fragment, status=200, **context):
     """Render the chat page, or one of its fragments for htmx."""
     if "exchanges" not in context:
-        context["exchanges"] = current_history().exchanges(current_sid())
+        context["exchanges"] = current_history().exchanges(browser_id())
     return render("chat/page.html", fragment, status, **context)
 
 
@@ -72,7 +73,7 @@ def send():
     error = _message_error(text)
     if error:
         return _render("chat/_form.html", 422, error=error, value=text)
-    sid = current_sid()
+    sid = browser_id()
     turn = current_history().add_user_turn(sid, text.strip())
     if wants_fragment():
         return _render("chat/_sent.html", exchanges=[], exchange=Exchange(turn, None))
@@ -83,7 +84,7 @@ def send():
 @bp.post("/chat/replies/<int:turn_id>")
 def reply(turn_id):
     """Generate (or return the already generated) reply to one of this browser's messages."""
-    exchange, failure = _answer(current_sid(), turn_id)
+    exchange, failure = _answer(browser_id(), turn_id)
     if not wants_fragment():
         return _after_plain_post(failure, turn_id)
     return _render("chat/_reply.html", 500 if failure else 200, exchanges=[],
@@ -93,7 +94,7 @@ def reply(turn_id):
 @bp.post("/chat/clear")
 def clear():
     """Forget this browser's conversation, and only this browser's."""
-    sid = current_sid()
+    sid = browser_id()
     history = current_history()
     with history.lock(sid):
         history.clear(sid)

@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, redirect, request, url_for
 
 from ..rendering import render, wants_fragment
 from ..scores import InvalidScore, current_board, json_score, parse_score
+from ..state import SessionState
 
 bp = Blueprint("scores", __name__)
 
@@ -11,11 +12,13 @@ TITLE = "Score board"
 DESCRIPTION = "Global state: submit a score; everyone sees the same top scores."
 RATE_LIMITS = {"submit": "SCORE_RATE_LIMIT"}
 
+last_score = SessionState("scores.last", default=None)
+
 
 def _render(fragment, status=200, **context):
     """Render the board page, or one of its fragments for htmx."""
     board = context.pop("board", None) or current_board().snapshot()
-    return render("scores/page.html", fragment, status, board=board,
+    return render("scores/page.html", fragment, status, board=board, last_score=last_score,
                   poll_seconds=current_app.config["SCORE_POLL_SECONDS"], **context)
 
 
@@ -35,6 +38,7 @@ def submit():
     except InvalidScore as error:
         return _render("scores/_form.html", 422, error=str(error), value=text)
     current_board().submit(value)
+    last_score.set(value)
     if wants_fragment():
         return _render("scores/_submitted.html")
     return redirect(url_for("scores.index"), 303)

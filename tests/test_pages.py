@@ -1,0 +1,59 @@
+"""Every registered page is complete: module surface, templates, navigation, page and fragment."""
+
+import threading
+from pathlib import Path
+
+import pytest
+from flask import url_for
+
+from conftest import HTMX
+from webapp.pages import PAGES
+from webapp.state import GlobalState, SessionState
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.bp.name)
+def test_registered_page_is_complete(app, client, page):
+    name = page.bp.name
+    assert page.TITLE.strip() and page.DESCRIPTION.strip()
+    assert (TEMPLATES / name / "page.html").is_file(), f"templates/{name}/page.html is missing"
+    with app.test_request_context():
+        url = url_for(f"{name}.index")
+    full = client.get(url)
+    html = full.get_data(as_text=True)
+    assert full.status_code == 200 and "<html" in html
+    assert f"<title>{page.TITLE} · hxstate</title>" in html
+    assert f'<a href="{url}"\n     aria-current="page">{page.TITLE}</a>' in html
+    home = client.get("/").get_data(as_text=True)
+    assert f'<a href="{url}">{page.TITLE}</a> — {page.DESCRIPTION}' in home
+    fragment = client.get(url, headers=HTMX)
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.get_data(as_text=True) and fragment.get_data(as_text=True).strip()
+    assert "HX-Request" in full.vary and "HX-Request" in fragment.vary
+
+
+def test_session_state_default_is_a_fresh_copy(app):
+    notes = SessionState("test.notes", default=[])
+    with app.test_request_context():
+        notes.get().append("changed")
+        assert notes.get() == []
+        notes.set(["mine"])
+        assert notes.get() == ["mine"]
+
+
+def test_global_state_update_is_atomic_in_memory(app):
+    counter = GlobalState("test.counter", default=0)
+
+    def bump():
+        with app.app_context():
+            for _ in range(500):
+                counter.update(lambda value: value + 1)
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with app.app_context():
+        assert counter.get() == 4000

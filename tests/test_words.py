@@ -1,0 +1,67 @@
+"""The word counter: per-browser text and counts beside a tally shared by everyone."""
+
+import re
+import threading
+
+import pytest
+
+from conftest import HTMX, new_client
+
+
+def counts(client):
+    html = client.get("/words", headers=HTMX).get_data(as_text=True)
+    return tuple(int(re.search(rf'id="{name}">(\d+)<', html).group(1))
+                 for name in ("my-words", "my-submissions", "all-words"))
+
+
+def test_each_browser_keeps_its_own_text_while_the_tally_is_shared(app):
+    alice, bob = new_client(app), new_client(app)
+    assert alice.post("/words", data={"text": "one two three"}, headers=HTMX).status_code == 200
+    bob.post("/words", data={"text": "four five"}, headers=HTMX)
+    alice.post("/words", data={"text": "six"}, headers=HTMX)
+    assert counts(alice) == (1, 2, 6)
+    assert counts(bob) == (2, 1, 6)
+    assert ">four five</textarea>" in bob.get("/words").get_data(as_text=True)  # a refresh keeps it
+    assert ">six</textarea>" in alice.get("/words").get_data(as_text=True)
+
+
+def test_plain_form_redirects_back(client):
+    response = client.post("/words", data={"text": "no javascript here"})
+    assert response.status_code == 303 and response.headers["Location"] == "/words"
+    assert counts(client) == (3, 1, 3)
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "w " * 2600])
+def test_bad_text_is_refused_and_nothing_changes(client, text):
+    client.post("/words", data={"text": "kept words"}, headers=HTMX)
+    response = client.post("/words", data={"text": text}, headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422 and 'id="text-error"' in html and "<html" not in html
+    assert counts(client) == (2, 1, 2)
+
+
+def tally_from_threads(app, threads=8, posts=25):
+    clients = [new_client(app) for _ in range(threads)]
+
+    def post(client):
+        for _ in range(posts):
+            assert client.post("/words", data={"text": "a b c"}, headers=HTMX).status_code == 200
+
+    workers = [threading.Thread(target=post, args=(client,)) for client in clients]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return clients
+
+
+def test_the_tally_loses_no_concurrent_update(app):
+    clients = tally_from_threads(app)
+    assert counts(clients[0]) == (3, 25, 8 * 25 * 3)
+
+
+def test_the_tally_is_shared_by_every_process_on_redis(make_app, redis_config):
+    first, second = make_app(**redis_config), make_app(**redis_config)
+    tally_from_threads(first, threads=4)
+    clients = tally_from_threads(second, threads=4)
+    assert counts(clients[0])[2] == 2 * 4 * 25 * 3

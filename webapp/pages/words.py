@@ -1,0 +1,47 @@
+"""The word counter: an example page built only from the public state API (see README)."""
+
+from flask import Blueprint, current_app, redirect, request, url_for
+
+from ..rendering import render, wants_fragment
+from ..state import GlobalState, SessionState
+
+bp = Blueprint("words", __name__)
+
+TITLE = "Word counter"
+DESCRIPTION = "Both at once: your own text and counts per browser, a tally of all words shared by everyone."
+RATE_LIMITS = {"count": "WORDS_RATE_LIMIT"}
+
+my_text = SessionState("words.text", default="")
+my_counts = SessionState("words.counts", default={"words": 0, "submissions": 0})
+all_words = GlobalState("words.total", default=0)
+
+
+def _render(fragment, status=200, **context):
+    """Render the counter page, or its fragment for htmx."""
+    return render("words/page.html", fragment, status, text=context.pop("text", my_text.get()),
+                  counts=my_counts.get(), total=all_words.get(), **context)
+
+
+@bp.get("/words")
+def index():
+    """Show this browser's text and counts, and everyone's tally."""
+    return _render("words/_counter.html")
+
+
+@bp.post("/words")
+def count():
+    """Count the words of a text: for this browser, and into everyone's tally."""
+    text = request.form.get("text", "")
+    limit = current_app.config["WORDS_MAX_CHARS"]
+    if not text.strip() or len(text) > limit:
+        error = (f"Texts are limited to {limit} characters; this one has {len(text)}."
+                 if text.strip() else "Type some words to count.")
+        return _render("words/_counter.html", 422, text=text, error=error)
+    words = len(text.split())
+    my_text.set(text)
+    counts = my_counts.get()
+    my_counts.set({"words": words, "submissions": counts["submissions"] + 1})
+    all_words.update(lambda total: total + words)
+    if wants_fragment():
+        return _render("words/_counter.html")
+    return redirect(url_for("words.index"), 303)
