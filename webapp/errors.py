@@ -6,10 +6,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from .rendering import render, wants_fragment
-from .shared_store import STORE_ERRORS, session_unavailable
-
-STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
-              "try again in a moment.")
+from .shared_store import STORE_DOWN, STORE_ERRORS, session_unavailable
 
 MESSAGES = {
     400: "The request could not be understood.",

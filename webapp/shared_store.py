@@ -9,13 +9,15 @@ returns succeeds: redis-py reconnects by itself.
 
 import redis
 import sqlalchemy.exc
-from flask import session
+from flask import abort, session
 from flask.sessions import SessionInterface
 from flask_session.base import ServerSideSession
 
 # What a store raises when it cannot be reached or cannot answer: Redis down, or the embedded
 # database's disk full, folder unwritable, file locked for too long.
 STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
+              "try again in a moment.")
 
 
 def init_app(app):
@@ -77,3 +79,10 @@ class OutageTolerantSessions(SessionInterface):
 def session_unavailable():
     """Whether this request's session could not be read from its store."""
     return isinstance(session._get_current_object(), UnavailableSession)
+
+
+def readable_session():
+    """This request's session, or a 503 saying its store cannot be reached."""
+    if session_unavailable():
+        abort(503, STORE_DOWN)
+    return session

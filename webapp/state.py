@@ -14,18 +14,14 @@ import copy
 import json
 import threading
 
-from flask import abort, current_app, session
+from flask import current_app
 
-from .shared_store import redis_client, session_unavailable
-
-STORE_DOWN = ("Your session is kept in a store that cannot be reached right now. "
-              "Nothing is lost: try again in a moment.")
+from .shared_store import readable_session, redis_client
 
 
 def browser_id():
     """The id of this browser's session, for stores keyed by it; the session is then kept."""
-    if session_unavailable():
-        abort(503, STORE_DOWN)
+    session = readable_session()
     session.setdefault("started", True)  # flask-session never stores an empty session
     return session.sid
 
@@ -39,14 +35,13 @@ class SessionState:
 
     def get(self):
         """This browser's value, or a copy of the default."""
-        if session_unavailable():
-            abort(503, STORE_DOWN)
+        session = readable_session()
         return session[self.key] if self.key in session else copy.deepcopy(self.default)
 
     def set(self, value):
         """Keep `value` for this browser (stored when the request ends)."""
         browser_id()
-        session[self.key] = value
+        readable_session()[self.key] = value
 
 
 class GlobalState:
