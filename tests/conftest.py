@@ -235,6 +235,25 @@ def private_redis(tmp_path):
         server.stop()
 
 
+def in_threads(target, arguments):
+    """Run `target(*args)` for every args at once, one thread each; re-raise the first failure."""
+    failures = []
+
+    def run(args):
+        try:
+            target(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the test's thread below
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(args,)) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
 @contextmanager
 def serve(app):
     """Serve an app over HTTP on a free loopback port; yield its base URL."""

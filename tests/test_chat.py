@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import HTMX, ScriptedModel, new_client, serve
+from conftest import HTMX, ScriptedModel, in_threads, new_client, serve
 from webapp.chat_model import ChatModel, ModelError
 
 
@@ -85,11 +85,7 @@ def test_twenty_concurrent_requests_of_one_session_lose_nothing(app):
     def talk(client, k):
         statuses.append(chat(client, f"message {k}").status_code)
 
-    threads = [threading.Thread(target=talk, args=(c, k)) for k, c in enumerate(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(talk, [(c, k) for k, c in enumerate(clients)])
     assert statuses == [200] * 20
     shown = log(owner)
     assert [who for who, _ in shown] == ["You", "Bot"] * 20

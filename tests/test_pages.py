@@ -1,12 +1,11 @@
 """Every registered page is complete: module surface, templates, navigation, page and fragment."""
 
-import threading
 from pathlib import Path
 
 import pytest
 from flask import url_for
 
-from conftest import HTMX
+from conftest import HTMX, in_threads
 from webapp.pages import PAGES
 from webapp.state import GlobalState, SessionState
 
@@ -50,10 +49,6 @@ def test_global_state_update_is_atomic_in_memory(app):
             for _ in range(500):
                 counter.update(lambda value: value + 1)
 
-    threads = [threading.Thread(target=bump) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(bump, [()] * 8)
     with app.app_context():
         assert counter.get() == 4000

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from conftest import (HTMX, ScriptedModel, free_port, gunicorn, new_client, save_random_gpt2, stop,
+from conftest import (HTMX, ScriptedModel, free_port, gunicorn, in_threads, new_client, save_random_gpt2, stop,
                       wait_until_serving)
 from test_chat import chat, log
 from webapp.scores import RedisScoreBoard
@@ -56,11 +56,7 @@ def test_redis_board_is_exact_under_concurrency(make_app, redis_config):
         for value in batch:
             assert client.post("/scores", data={"score": str(value)}, headers=HTMX).status_code == 200
 
-    threads = [threading.Thread(target=submit, args=pair) for pair in zip(clients, batches)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(submit, zip(clients, batches))
     every = [value for batch in batches for value in batch]
     assert board_json(clients[0]) == {"top": sorted(every, reverse=True)[:3], "count": 800}
 
@@ -228,11 +224,7 @@ def test_three_gunicorn_workers_share_one_board(redis_server_env, browsers):
             for value in batch:
                 browser.request("POST", "/scores", f"score={value}")
 
-        threads = [threading.Thread(target=submit, args=(batch,)) for batch in batches]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        in_threads(submit, [(batch,) for batch in batches])
         every = [value for batch in batches for value in batch]
         expected = {"top": sorted(every, reverse=True)[:3], "count": 1600}
         reader = browsers(port)

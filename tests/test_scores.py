@@ -1,14 +1,13 @@
 """The score board page: shared board, validation, fragments, concurrency, browser behaviour."""
 
 import random
-import threading
 import time
 import tracemalloc
 
 import pytest
 from flask import request
 
-from conftest import HTMX, new_client, serve
+from conftest import HTMX, in_threads, new_client, serve
 from webapp.scores import ScoreBoard, format_score
 
 BAD_SCORES = ["", "   ", "abc", "nan", "NaN", "inf", "-Infinity", "+inf", "1e999", "-1e999",
@@ -140,11 +139,7 @@ def test_concurrent_submissions_are_all_counted(app):
             if status != 200:
                 errors.append(status)
 
-    threads = [threading.Thread(target=submit, args=pair) for pair in zip(clients, batches)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(submit, zip(clients, batches))
     every_score = [value for batch in batches for value in batch]
     assert errors == []
     assert board_json(clients[0]) == {"top": sorted(every_score, reverse=True)[:3], "count": 1600}

@@ -1,11 +1,10 @@
 """The word counter: per-browser text and counts beside a tally shared by everyone."""
 
 import re
-import threading
 
 import pytest
 
-from conftest import HTMX, new_client
+from conftest import HTMX, in_threads, new_client
 
 
 def counts(client):
@@ -47,11 +46,7 @@ def tally_from_threads(app, threads=8, posts=25):
         for _ in range(posts):
             assert client.post("/words", data={"text": "a b c"}, headers=HTMX).status_code == 200
 
-    workers = [threading.Thread(target=post, args=(client,)) for client in clients]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    in_threads(post, [(client,) for client in clients])
     return clients
 
 
