@@ -59,6 +59,9 @@ def medium_shaped_model(folder):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    # DialoGPT's vocabulary has 50257 tokens: fill the shipped one up with made-up words, so that
+    # every id the random model picks decodes to text that streams.
+    tokenizer.add_tokens([f"w{k}" for k in range(len(tokenizer), 50257)])
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=1024, n_embd=1024, n_layer=24,

@@ -5,6 +5,7 @@ import os
 # Nothing in the tests may reach a model hub; set before transformers is imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import http.client  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -78,6 +79,10 @@ class ScriptedModel:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.prompts = []
+
+    def generate(self, jobs):
+        for job in jobs:
+            job.finish(self.reply(job.texts))
 
     def reply(self, texts):
         self.prompts.append(list(texts))
@@ -266,6 +271,85 @@ def serve(app):
         server.shutdown()
         thread.join()
         server.server_close()
+
+
+class Browser:
+    """A keep-alive HTTP client with a cookie jar of one session and its CSRF token."""
+
+    def __init__(self, port, cookie=None, token=None):
+        self.port, self.cookie, self.token = port, cookie, token
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        if cookie is None:
+            page = self.request("GET", "/scores", htmx=False)
+            self.token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+    def request(self, method, path, body=None, new_connection=False, htmx=True):
+        """Send a request (as htmx does, by default); return the body after checking for a 2xx."""
+        if new_connection:  # a new connection may land on any worker
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {**(HTMX if htmx else {}), "Content-Type": "application/x-www-form-urlencoded"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if self.token:
+            headers["X-CSRFToken"] = self.token
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        text = response.read().decode()
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        assert 200 <= response.status < 300, (response.status, text)
+        return text
+
+    def stream(self, path, body=None):
+        """Post as htmx with its event-stream extension does; return the open response."""
+        headers = {**HTMX, "Accept": "text/html, text/event-stream", "Cookie": self.cookie,
+                   "X-CSRFToken": self.token, "Content-Type": "application/x-www-form-urlencoded"}
+        self.conn.request("POST", path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        assert response.status == 200, (response.status, response.read())
+        assert response.getheader("Content-Type").startswith("text/event-stream")
+        return response
+
+    def close(self):
+        self.conn.close()
+
+
+@pytest.fixture
+def browsers():
+    """Make Browsers that are all closed when the test ends."""
+    made = []
+
+    def make(*args):
+        made.append(Browser(*args))
+        return made[-1]
+
+    yield make
+    for browser in made:
+        browser.close()
+
+
+def events(response):
+    """Yield the data of each server-sent event of a response as it arrives."""
+    lines = []
+    while line := response.readline().decode():
+        if line in ("\n", "\r\n"):
+            if lines:
+                yield "\n".join(lines)
+            lines = []
+        elif line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" ").rstrip("\r\n"))
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tiny_model_dir, tmp_path_factory):
+    """A randomly initialised model large enough that a reply takes seconds on this CPU."""
+    from transformers import AutoTokenizer
+
+    return save_random_gpt2(tmp_path_factory.mktemp("slow-chat-model"),
+                            AutoTokenizer.from_pretrained(tiny_model_dir),
+                            n_positions=1024, n_embd=256, n_layer=6, n_head=4)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 
 from webapp import ROOT, create_app
 from webapp.chat_model import ChatModel
+from webapp.generation import Job
 
 SHIPPED = ROOT / "models" / "hxstate-chat"
 SMALL_TALK = [["hello"], ["how are you?"], ["what is your name?"], ["tell me a joke"],
@@ -41,7 +43,9 @@ def test_shipped_model_is_small_and_complete():
 def test_shipped_model_answers_small_talk_with_words(shipped_model, turns):
     answer = shipped_model.reply(turns)
     assert re.search(r"[A-Za-z]{2,}", answer), answer
-    assert 1 <= len(shipped_model.reply_ids(turns)) <= shipped_model.max_new_tokens
+    job = Job(turns, time.monotonic() + 60)
+    shipped_model.generate([job])
+    assert job.text == answer and 1 <= job.tokens <= shipped_model.max_new_tokens
 
 
 def test_training_runs_end_to_end_and_is_deterministic(tmp_path):

@@ -8,8 +8,8 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import (chat_history, chat_model, errors, limits, scores, security, sessions, shared_store,
-               state)
+from . import (chat_history, chat_model, errors, generation, limits, scores, security, sessions,
+               shared_store, state)
 from .pages import PAGES, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +58,9 @@ def create_app(test_config=None):
         CHAT_HISTORY_MAX_TURNS=200,
         CHAT_LOCK_TIMEOUT=120,
         CHAT_LOCK_WAIT=60,
+        CHAT_BATCH_SIZE=8,
+        CHAT_QUEUE_SIZE=32,
+        CHAT_TIME_LIMIT=60,
         REDIS_URL=None,
         REDIS_KEY_PREFIX="hxstate:",
     )
@@ -80,6 +83,7 @@ def create_app(test_config=None):
     sessions.init_app(app)
     chat_history.init_app(app)
     chat_model.init_app(app)
+    generation.init_app(app)
 
     app.register_blueprint(home.bp)
     for page in PAGES:

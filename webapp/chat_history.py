@@ -1,6 +1,7 @@
 """Each browser's chat history: an append-only list of turns keyed by the flask-session id.
 
-A turn is `{role, text}`; a bot turn also names the user turn it answers. Appending is one INSERT
+A turn is `{role, text}`; a bot turn also names the user turn it answers, and carries a note when
+its generation was cut short, so that a partial reply is never taken for a whole one. Appending is one INSERT
 (or one RPUSH on Redis), so concurrent requests of one session (double-click, two tabs) never lose
 a turn, whereas flask-session writes the whole session back at the end of each request. Replies of
 one session are generated one at a time under `lock(sid)`, so each reply sees the conversation
@@ -42,6 +43,7 @@ class ChatTurn(_Base):
     role = sa.Column(sa.String(8), nullable=False)
     text = sa.Column(sa.Text, nullable=False)
     reply_to = sa.Column(sa.Integer, nullable=True)
+    note = sa.Column(sa.String(40), nullable=True)
     created = sa.Column(sa.DateTime, nullable=False)
 
 
@@ -52,6 +54,7 @@ class Turn:
     id: int | None
     role: str
     text: str
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,12 @@ class Exchange:
 
 
 def _exchanges(turns):
-    """Pair stored turns `(id, role, text, reply_to)`, oldest first, into exchanges."""
+    """Pair stored turns `(id, role, text, reply_to, note)`, oldest first, into exchanges."""
     turns = list(turns)
-    replies = {reply_to: Turn(id, role, text) for id, role, text, reply_to in turns if role == "bot"}
+    replies = {reply_to: Turn(id, role, text, note)
+               for id, role, text, reply_to, note in turns if role == "bot"}
     return [Exchange(Turn(id, role, text), replies.get(id))
-            for id, role, text, _ in turns if role == "user"]
+            for id, role, text, _, _ in turns if role == "user"]
 
 
 def _utcnow():
@@ -117,7 +121,7 @@ class SqlChatHistory:
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
         rows = database().execute(
-            sa.select(ChatTurn.id, ChatTurn.role, ChatTurn.text, ChatTurn.reply_to)
+            sa.select(ChatTurn.id, ChatTurn.role, ChatTurn.text, ChatTurn.reply_to, ChatTurn.note)
             .where(ChatTurn.sid == sid).order_by(ChatTurn.id)).all()
         database().commit()
         return _exchanges(rows)
@@ -139,12 +143,12 @@ class SqlChatHistory:
         database().commit()
         return Turn(row.id, "user", text)
 
-    def add_reply(self, sid, user_turn_id, text):
+    def add_reply(self, sid, user_turn_id, text, note=None):
         """Store the bot's reply to a user turn that is still in the history."""
         insert = sa.insert(ChatTurn).from_select(
-            ["sid", "role", "text", "reply_to", "created"],
-            sa.select(sa.literal(sid), sa.literal("bot"), sa.literal(text),
-                      sa.literal(user_turn_id), sa.literal(_utcnow()))
+            ["sid", "role", "text", "reply_to", "note", "created"],
+            sa.select(sa.literal(sid), sa.literal("bot"), sa.literal(text), sa.literal(user_turn_id),
+                      sa.literal(note, sa.String), sa.literal(_utcnow()))
             .where(sa.exists().where(ChatTurn.id == user_turn_id, ChatTurn.sid == sid)))
         database().execute(insert)
         database().commit()
@@ -201,7 +205,7 @@ class RedisChatHistory:
         rows, _ = pipe.execute()
         for row in rows:
             turn = json.loads(row)
-            yield turn["id"], turn["role"], turn["text"], turn.get("reply_to")
+            yield turn["id"], turn["role"], turn["text"], turn.get("reply_to"), turn.get("note")
 
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
@@ -220,10 +224,11 @@ class RedisChatHistory:
         self._append(sid, {"id": turn_id, "role": "user", "text": text})
         return Turn(turn_id, "user", text)
 
-    def add_reply(self, sid, user_turn_id, text):
+    def add_reply(self, sid, user_turn_id, text, note=None):
         """Store the bot's reply to a user turn that is still in the history (call under lock)."""
         if any(turn_id == user_turn_id for turn_id, *_ in self._turns(sid)):
-            self._append(sid, {"id": None, "role": "bot", "text": text, "reply_to": user_turn_id})
+            self._append(sid, {"id": None, "role": "bot", "text": text, "reply_to": user_turn_id,
+                               "note": note})
 
     def clear(self, sid):
         """Forget every turn of one session."""
@@ -232,6 +237,18 @@ class RedisChatHistory:
     def delete_expired(self):
         """Nothing to do: Redis expires a history with its session."""
         return 0
+
+
+def _create_table(engine):
+    """Create the turns table, or add the columns that a database from an older release lacks."""
+    ChatTurn.__table__.create(engine, checkfirst=True)
+    present = {column["name"] for column in sa.inspect(engine).get_columns(ChatTurn.__tablename__)}
+    with engine.begin() as connection:
+        for column in ChatTurn.__table__.columns:
+            if column.name not in present:
+                kind = column.type.compile(engine.dialect)
+                connection.execute(sa.text(f"ALTER TABLE {ChatTurn.__tablename__} "
+                                           f"ADD COLUMN {column.name} {kind}"))
 
 
 def _maybe_delete_expired():
@@ -261,7 +278,7 @@ def init_app(app):
         app.extensions["chat_history"] = SqlChatHistory(
             config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_LOCK_WAIT"])
         with app.app_context():
-            ChatTurn.__table__.create(app.extensions["sqlalchemy"].engine, checkfirst=True)
+            _create_table(app.extensions["sqlalchemy"].engine)
         app.before_request(_maybe_delete_expired)
     app.cli.add_command(cleanup_sessions_command)
 

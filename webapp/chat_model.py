@@ -3,21 +3,68 @@
 Prompts follow DialoGPT: the conversation's turns, each followed by the tokenizer's eos token,
 trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's context window.
 
-One generation runs at a time per process (a lock): torch already spreads one forward pass over
-every core, so a second concurrent `generate` would only slow both down, and a tokenizer or model
-shared between threads is not documented as safe to call concurrently. Requests that arrive
-meanwhile wait in their own server thread.
+`generate` answers a batch of jobs (see `generation.py`) in one `model.generate`: prompts padded
+on the left with an attention mask, each row stopping on its own at eos or at its job's deadline,
+and each job's text published as its tokens arrive. One `generate` runs at a time per process (a
+lock): torch already spreads one forward pass over every core, so a second concurrent `generate`
+would only slow both down, and a tokenizer or model shared between threads is not documented as
+safe to call concurrently.
 """
 
 import threading
+import time
 
 import torch
 from flask import current_app
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from .generation import Job, ModelError
+
+TIME_LIMIT = "time limit"
 
 
-class ModelError(RuntimeError):
-    """The model could not produce a reply."""
+class _RowStreamer(BaseStreamer):
+    """Hands each row's new tokens to its job, as text that only ever grows."""
+
+    def __init__(self, model, jobs):
+        self.model, self.jobs = model, jobs
+        self.ids = [[] for _ in jobs]
+        self.prompt_seen = False
+
+    def put(self, value):
+        if not self.prompt_seen:  # generate hands over the prompt first
+            self.prompt_seen = True
+            return
+        for row, (job, token) in enumerate(zip(self.jobs, value.tolist())):
+            if job.done:
+                continue
+            if token == self.model.eos:
+                job.finish(self.model.decode(self.ids[row]), job.stopped)
+                continue
+            self.ids[row].append(token)
+            job.tokens = len(self.ids[row])
+            text = self.model.decode(self.ids[row], final=False)
+            if text is not None and text != job.text:
+                job.publish(text)
+
+    def end(self):
+        for row, job in enumerate(self.jobs):
+            job.finish(self.model.decode(self.ids[row]), job.stopped)
+
+
+class _Deadlines(StoppingCriteria):
+    """Stops each row whose job is past its deadline or was given up."""
+
+    def __init__(self, jobs, eos):
+        self.jobs, self.eos = jobs, eos
+
+    def __call__(self, input_ids, scores, **kwargs):
+        stop = [job.expired() for job in self.jobs]
+        for job, stopping, last in zip(self.jobs, stop, input_ids[:, -1].tolist()):
+            if stopping and last != self.eos and job.stopped is None:
+                job.stopped = TIME_LIMIT
+        return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
 
 class ChatModel:
@@ -58,29 +105,41 @@ class ChatModel:
             kept = ids + kept
         return kept
 
-    def reply(self, texts):
-        """The model's answer to a conversation given as a list of turn texts, oldest first."""
-        return self.tokenizer.decode(self.reply_ids(texts), skip_special_tokens=True).strip()
+    def decode(self, ids, final=True):
+        """A reply's text from its token ids; unfinished, None while a character is still split."""
+        # Without the clean-up of spaces, the text of more tokens always extends the text of fewer.
+        text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if not final and text.endswith("\ufffd"):  # a character whose bytes span tokens to come
+            return None
+        return text.strip()
 
-    def reply_ids(self, texts):
-        """The token ids the model generates after the conversation's prompt."""
-        ids = self.prompt_ids(texts)
-        input_ids = torch.tensor([ids])
+    def generate(self, jobs):
+        """Generate the replies of a batch of jobs in one go, publishing their text as it grows."""
+        prompts = [self.prompt_ids(job.texts) for job in jobs]
+        width = max(map(len, prompts))
+        input_ids = torch.tensor([[self.eos] * (width - len(ids)) + ids for ids in prompts])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
         try:
             with self._lock, torch.inference_mode():
                 if self.seed is not None:
                     torch.manual_seed(self.seed)
-                output = self.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                             **self.generation)
+                self.model.generate(input_ids, attention_mask=mask, streamer=_RowStreamer(self, jobs),
+                                    stopping_criteria=StoppingCriteriaList([_Deadlines(jobs, self.eos)]),
+                                    **self.generation)
         except Exception as error:
             raise ModelError(str(error)) from error
-        return output[0, len(ids):].tolist()
+
+    def reply(self, texts, time_limit=3600):
+        """The model's answer to one conversation given as turn texts, oldest first, right here."""
+        job = Job(texts, time.monotonic() + time_limit)
+        self.generate([job])
+        return job.result()
 
 
 def init_app(app):
     """Load the model named by CHAT_MODEL once, unless the config hands over a ready model."""
     source = app.config["CHAT_MODEL"]
-    if hasattr(source, "reply"):
+    if hasattr(source, "generate"):
         model = source
     else:
         model = ChatModel(

@@ -1,0 +1,173 @@
+"""The generation scheduler: batches that change no reply, a bounded queue, deadlines."""
+
+import logging
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import HTMX, ScriptedModel, new_client
+from test_chat import log, send
+from webapp import ROOT, generation
+from webapp.chat_model import TIME_LIMIT, ChatModel
+from webapp.generation import Job, Overloaded, Scheduler
+from webapp.pages.chat import MODEL_BUSY
+
+CONVERSATIONS = [
+    ["hello"],
+    ["how are you?"],
+    ["tell me a joke"],
+    ["what is your name?", "i am a bot", "really? tell me more about yourself, please"],
+    ["hi"],
+    ["what do you like to eat for dinner on a rainy sunday evening?"],
+    ["bye"],
+    ["are you a robot?", "no", "are you sure?"],
+]
+
+
+def job(texts, seconds=60):
+    return Job(texts, time.monotonic() + seconds)
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    return ChatModel(str(ROOT / "models" / "hxstate-chat"), max_new_tokens=40, no_repeat_ngram_size=3)
+
+
+@pytest.mark.parametrize("which", ["shipped", "tiny"])
+def test_replies_generated_in_a_batch_equal_replies_generated_one_at_a_time(which, shipped_model,
+                                                                             tiny_model_dir):
+    model = shipped_model if which == "shipped" else ChatModel(str(tiny_model_dir), max_new_tokens=12)
+    alone = []
+    for texts in CONVERSATIONS:
+        single = job(texts)
+        model.generate([single])
+        alone.append((single.text, single.tokens))
+    batch = [job(texts) for texts in CONVERSATIONS]
+    model.generate(batch)
+    assert len({len(model.prompt_ids(texts)) for texts in CONVERSATIONS}) > 4  # real padding
+    assert [(each.text, each.tokens) for each in batch] == alone
+    assert all(each.done and each.stopped is None for each in batch)
+    assert len({text for text, _ in alone}) > 2  # different replies, not one repeated
+
+
+def test_each_row_stops_at_its_own_deadline(shipped_model):
+    late, on_time = job(["tell me a joke"], seconds=-1), job(["tell me a joke"])
+    shipped_model.generate([late, on_time])
+    assert late.stopped == TIME_LIMIT and late.tokens == 1
+    assert on_time.stopped is None and on_time.tokens > 1 and on_time.text.startswith(late.text)
+
+
+class RecordingModel(ScriptedModel):
+    """Records the size of every batch; the first batch waits until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def generate(self, jobs):
+        self.batches.append(len(jobs))
+        self.started.set()
+        assert self.gate.wait(30)
+        super().generate(jobs)
+
+
+def scheduler(model, batch_size=8, queue_size=32, time_limit=60):
+    return Scheduler(model, batch_size=batch_size, queue_size=queue_size, time_limit=time_limit,
+                     logger=logging.getLogger("test"))
+
+
+def test_replies_that_arrive_while_the_model_is_busy_are_batched_up_to_the_batch_size():
+    model = RecordingModel()
+    runner = scheduler(model, batch_size=3)
+    first = runner.submit(["first"])
+    assert model.started.wait(10)
+    waiting = [runner.submit([f"message {k}"]) for k in range(5)]
+    model.gate.set()
+    assert [each.result() for each in [first, *waiting]] == [f"reply {k}" for k in range(1, 7)]
+    assert model.batches == [1, 3, 2]
+
+
+def test_a_full_queue_refuses_a_job_and_keeps_the_others():
+    model = RecordingModel()
+    runner = scheduler(model, batch_size=1, queue_size=2)
+    running = runner.submit(["running"])
+    assert model.started.wait(10)
+    queued = [runner.submit(["one"]), runner.submit(["two"])]
+    with pytest.raises(Overloaded):
+        runner.submit(["three"])
+    model.gate.set()
+    assert [each.result() for each in [running, *queued]] == ["reply 1", "reply 2", "reply 3"]
+    assert runner.submit(["room again"]).result() == "reply 4"
+
+
+def test_a_job_that_waited_past_its_time_limit_is_not_started():
+    model = RecordingModel()
+    runner = scheduler(model, batch_size=1, time_limit=0.2)
+    running = runner.submit(["running"])
+    assert model.started.wait(10)
+    late = runner.submit(["late"])
+    time.sleep(0.3)
+    model.gate.set()
+    assert running.result() == "reply 1"
+    with pytest.raises(Overloaded):
+        late.result()
+    assert model.batches == [1]
+
+
+def test_the_thread_leaves_when_idle_and_comes_back_with_work(monkeypatch):
+    monkeypatch.setattr(generation, "IDLE_SECONDS", 0.05)
+    model = ScriptedModel()
+    runner = scheduler(model)
+    assert runner.submit(["a"]).result() == "reply 1"
+    thread = runner._thread
+    thread.join(5)
+    assert not thread.is_alive()
+    assert runner.submit(["b"]).result() == "reply 2"
+
+
+def test_an_overloaded_model_answers_503_with_retry_after_and_loses_nothing(make_app):
+    model = RecordingModel()
+    app = make_app(CHAT_MODEL=model, CHAT_BATCH_SIZE=1, CHAT_QUEUE_SIZE=1)
+    clients = [new_client(app) for _ in range(3)]
+    turns = []
+    for k, client in enumerate(clients):
+        sent = send(client, f"message {k}")
+        turns.append(re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1))
+    answers = {}
+
+    def ask(k):
+        answers[k] = clients[k].post(f"/chat/replies/{turns[k]}", headers=HTMX)
+
+    asking = [threading.Thread(target=ask, args=(0,))]
+    asking[0].start()
+    assert model.started.wait(10)
+    asking.append(threading.Thread(target=ask, args=(1,)))
+    asking[1].start()
+    queue = app.extensions["generation"]._waiting
+    deadline = time.monotonic() + 10
+    while not queue:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    refused = clients[2].post(f"/chat/replies/{turns[2]}", headers=HTMX)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.headers["HX-Retarget"] == "#alerts"
+    assert MODEL_BUSY in refused.get_data(as_text=True)
+    assert log(clients[2]) == [("You", "message 2")]
+    model.gate.set()
+    for thread in asking:
+        thread.join(30)
+    assert [answers[k].status_code for k in (0, 1)] == [200, 200]
+    assert log(clients[0]) == [("You", "message 0"), ("Bot", "reply 1")]
+    assert log(clients[1]) == [("You", "message 1"), ("Bot", "reply 2")]
+    retried = clients[2].post(f"/chat/replies/{turns[2]}", headers=HTMX)
+    assert retried.status_code == 200
+    assert log(clients[2]) == [("You", "message 2"), ("Bot", "reply 3")]
+
+
+def test_a_lock_timeout_shorter_than_the_time_limit_is_refused(make_app):
+    with pytest.raises(ValueError, match="CHAT_LOCK_TIMEOUT"):
+        make_app(CHAT_TIME_LIMIT=60, CHAT_LOCK_TIMEOUT=30)

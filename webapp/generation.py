@@ -1,0 +1,181 @@
+"""The per-process generation scheduler: replies of different chats batched into one `generate`.
+
+A request never calls the model itself: it submits a `Job` and reads the job's text as it grows.
+One thread per process runs the model; replies that arrive while it is busy wait in a bounded
+queue and go together, up to `CHAT_BATCH_SIZE`, into the next `generate`. On a CPU one decoding
+step of a batch of eight costs little more than a step of one (the weights are read once per step
+either way), so batching multiplies the tokens per second the process serves. Each job has a
+deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops.
+
+The thread starts on the first job, so each gunicorn worker starts its own after the fork, and
+it ends after a minute without work.
+"""
+
+import threading
+import time
+from collections import deque
+
+from flask import current_app
+
+IDLE_SECONDS = 60
+# How long past its deadline a reader waits for a job before deciding the model is stuck.
+STALL_GRACE = 5
+
+
+class ModelError(RuntimeError):
+    """The model could not produce a reply."""
+
+
+class Overloaded(RuntimeError):
+    """Too many replies are waiting for the model."""
+
+
+class Job:
+    """One reply: the conversation in, the reply's text out as it grows."""
+
+    def __init__(self, texts, deadline):
+        self.texts = texts
+        self.deadline = deadline
+        self.text = ""
+        self.tokens = 0
+        self.stopped = None
+        self.error = None
+        self.done = False
+        self.cancelled = False
+        self._changed = threading.Condition()
+
+    def expired(self):
+        """Whether the job should stop now: past its deadline or given up by its reader."""
+        return self.cancelled or time.monotonic() >= self.deadline
+
+    def publish(self, text):
+        """Make a longer prefix of the reply visible to readers."""
+        with self._changed:
+            self.text = text
+            self._changed.notify_all()
+
+    def finish(self, text, stopped=None):
+        """End the job with its whole reply; `stopped` says why it was cut short, if it was."""
+        with self._changed:
+            if not self.done:
+                self.text, self.stopped, self.done = text, stopped, True
+                self._changed.notify_all()
+
+    def fail(self, error):
+        """End the job without a reply."""
+        with self._changed:
+            if not self.done:
+                self.error, self.done = error, True
+                self._changed.notify_all()
+
+    def updates(self):
+        """Yield the reply's new text as it arrives; raise the job's error, if it fails."""
+        sent = 0
+        while True:
+            with self._changed:
+                timeout = self.deadline + STALL_GRACE - time.monotonic()
+                if not self._changed.wait_for(lambda: self.done or len(self.text) > sent, timeout):
+                    self.cancelled = True
+                    raise ModelError("the model stopped answering")
+                text, done, error = self.text, self.done, self.error
+            if error is not None:
+                raise error
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+            if done:
+                return
+
+    def result(self):
+        """The whole reply, once generated."""
+        for _ in self.updates():
+            pass
+        return self.text
+
+
+class Scheduler:
+    """Runs every job of this process on one model, in batches, one batch at a time."""
+
+    def __init__(self, model, *, batch_size, queue_size, time_limit, logger):
+        self.model = model
+        self.batch_size = batch_size
+        self.queue_size = queue_size
+        self.time_limit = time_limit
+        self.logger = logger
+        self._waiting = deque()
+        self._jobs = {}
+        self._wake = threading.Condition()
+        self._thread = None
+
+    def submit(self, texts, key=None):
+        """Queue a reply to the conversation `texts`; a job already under way for `key` is shared."""
+        with self._wake:
+            if key is not None and key in self._jobs:
+                return self._jobs[key]
+            if len(self._waiting) >= self.queue_size:
+                raise Overloaded(f"{len(self._waiting)} replies are already waiting for the model")
+            job = Job(texts, time.monotonic() + self.time_limit)
+            job.key = key
+            self._waiting.append(job)
+            if key is not None:
+                self._jobs[key] = job
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return job
+
+    def running(self, key):
+        """The job under way for `key`, or None."""
+        with self._wake:
+            return self._jobs.get(key)
+
+    def _next_batch(self):
+        """Wait for work; take up to `batch_size` jobs that still have time left."""
+        with self._wake:
+            if not self._wake.wait_for(lambda: self._waiting, IDLE_SECONDS):
+                self._thread = None
+                return None
+            batch = []
+            while self._waiting and len(batch) < self.batch_size:
+                job = self._waiting.popleft()
+                if job.expired():
+                    job.fail(Overloaded("the reply waited for the model past its time limit"))
+                    self._jobs.pop(job.key, None)
+                else:
+                    batch.append(job)
+            return batch
+
+    def _run(self):
+        while (batch := self._next_batch()) is not None:
+            if not batch:
+                continue
+            try:
+                self.model.generate(batch)
+            except Exception as error:  # noqa: BLE001 - nothing else would ever see it
+                self.logger.exception("generation failed for a batch of %d", len(batch))
+                for job in batch:
+                    job.fail(ModelError(str(error)))
+            finally:
+                for job in batch:
+                    job.finish(job.text)  # no-op unless the model forgot to finish it
+                with self._wake:
+                    for job in batch:
+                        self._jobs.pop(job.key, None)
+
+
+def init_app(app):
+    """Create this app's scheduler over the chat model loaded by `chat_model.init_app`."""
+    config = app.config
+    if config["CHAT_LOCK_TIMEOUT"] <= config["CHAT_TIME_LIMIT"] + STALL_GRACE:
+        raise ValueError("CHAT_LOCK_TIMEOUT must exceed CHAT_TIME_LIMIT by more than "
+                         f"{STALL_GRACE} s, or a reply could outlive its chat's lock")
+    app.extensions["generation"] = Scheduler(
+        app.extensions["chat_model"], batch_size=config["CHAT_BATCH_SIZE"],
+        queue_size=config["CHAT_QUEUE_SIZE"], time_limit=config["CHAT_TIME_LIMIT"],
+        logger=app.logger)
+
+
+def current_scheduler():
+    """The generation scheduler of the app handling this request."""
+    return current_app.extensions["generation"]
