@@ -5,7 +5,7 @@ import os
 bind = os.environ.get("HXSTATE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("HXSTATE_WORKERS", "1"))
 worker_class = "gthread"
-threads = int(os.environ.get("HXSTATE_THREADS", "8"))
+threads = int(os.environ.get("HXSTATE_THREADS", "32"))
 # gthread workers keep answering the master while a thread generates, so this only has to cover
 # a worker that is stuck; keep it above the longest generation anyway.
 timeout = int(os.environ.get("HXSTATE_TIMEOUT", "120"))

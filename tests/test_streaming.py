@@ -12,6 +12,7 @@ from conftest import (HTMX, Browser, ScriptedModel, events, free_port, gunicorn,
 from test_chat import log, send
 from webapp import ROOT, generation
 from webapp.chat_model import ChatModel
+from webapp.pages import chat as chat_page
 from webapp.pages.chat import MODEL_FAILED
 
 STREAM = {**HTMX, "Accept": "text/html, text/event-stream"}
@@ -116,8 +117,11 @@ def test_a_refresh_mid_stream_follows_the_same_generation(make_app):
         second.close()
 
 
-def test_a_real_model_streams_the_text_it_stores(make_app):
-    client = new_client(make_app(CHAT_MODEL=str(ROOT / "models" / "hxstate-chat")))
+def test_a_real_model_streams_the_text_it_stores(make_app, monkeypatch):
+    monkeypatch.setattr(chat_page, "STREAM_INTERVAL", 0)
+    app = make_app(CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"))
+    app.extensions["chat_model"].model.register_forward_hook(lambda *_: time.sleep(0.01))
+    client = new_client(app)
     sent = send(client, "tell me a joke")
     turn = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
     response = client.post(f"/chat/replies/{turn}", headers=STREAM)

@@ -68,8 +68,9 @@ class Job:
                 self.error, self.done = error, True
                 self._changed.notify_all()
 
-    def updates(self):
-        """Yield the reply's new text as it arrives; raise the job's error, if it fails."""
+    def updates(self, interval=0.0):
+        """Yield the reply's new text as it arrives, at most once per `interval` seconds unless
+        the reply is finished; raise the job's error, if it fails."""
         sent = 0
         while True:
             with self._changed:
@@ -85,6 +86,9 @@ class Job:
                 sent = len(text)
             if done:
                 return
+            if interval:
+                with self._changed:
+                    self._changed.wait_for(lambda: self.done, interval)
 
     def result(self):
         """The whole reply, once generated."""
