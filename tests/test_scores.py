@@ -212,3 +212,10 @@ def test_browser_polls_revalidate_an_unchanged_board_with_304(browser, app):
             page.wait_for_timeout(200)
         assert page.locator("#score-count").inner_text() == "0"
         page.close()
+
+
+def test_a_refused_score_goes_back_into_the_box_only_if_the_box_can_hold_it(client):
+    too_large = client.post("/scores", data={"score": "1e16"}, headers=HTMX).get_data(as_text=True)
+    assert 'value="1e16"' in too_large
+    not_a_number = client.post("/scores", data={"score": "lots"}, headers=HTMX).get_data(as_text=True)
+    assert 'id="score-error"' in not_a_number and 'value=""' in not_a_number

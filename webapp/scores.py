@@ -24,6 +24,8 @@ from .shared_store import redis_client
 
 # Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# What an <input type="number"> can hold: HTML's "valid floating-point number".
+_HTML_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
 MAX_SCORE_CHARS = 64
 
 
@@ -43,6 +45,11 @@ def parse_score(text, max_abs=1e15):
         raise InvalidScore(f"That number is too large: scores go from {format_score(-max_abs)} "
                            f"to {format_score(max_abs)}.")
     return value + 0.0  # folds -0.0 into 0.0
+
+
+def number_box_value(text):
+    """The submitted text if a number box can show it again, else an empty box."""
+    return text if _HTML_NUMBER.fullmatch(text) else ""
 
 
 def format_score(value):
