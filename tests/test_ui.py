@@ -1,18 +1,27 @@
-"""The UI judged by checkers nobody here wrote: the Nu HTML Checker on every page and fragment."""
+"""The UI in real Chromium, judged by checkers nobody here wrote: axe-core and the Nu HTML Checker.
+
+Also: keyboard use, two browsers at once, pages without JavaScript, no full reload during htmx
+interactions, and the README screenshots in docs/, which these tests write.
+"""
 
 import json
 import re
 import shutil
 import subprocess
+import threading
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from conftest import HTMX, ROOT, ScriptedModel, new_client
+from conftest import HTMX, ROOT, ScriptedModel, new_client, serve
 from webapp.chat_model import ModelError
 
 CHECKERS = ROOT / "tests" / "js" / "node_modules"
+AXE = CHECKERS / "axe-core" / "axe.min.js"
 VNU = CHECKERS / "vnu-jar" / "build" / "dist" / "vnu.jar"
+SCHEMES = ("light", "dark")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 FRAGMENT_PAGE = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>x</title></head>"
                  "<body>{}</body></html>")
 
@@ -23,6 +32,110 @@ def checker(path):
         pytest.fail(f"{path.relative_to(ROOT)} is missing: scripts/test installs the checkers "
                     f"pinned in tests/js/package.json (npm ci); the UI checks are never skipped.")
     return path
+
+
+@pytest.fixture(scope="module")
+def axe_source():
+    """The source of axe-core, to run inside pages."""
+    return checker(AXE).read_text()
+
+
+def serious_violations(page, axe_source):
+    """What axe-core finds serious or critical in the page as it is now, as readable strings."""
+    # Evaluated through the DevTools protocol: an injected <script> would be blocked by the CSP,
+    # which these pages keep enforcing (no bypass_csp), so a violation in them still shows.
+    if not page.evaluate("typeof axe === 'object'"):
+        page.evaluate(axe_source)
+    return page.evaluate("""async () => {
+        const {violations} = await axe.run(document, {resultTypes: ["violations"]});
+        return violations.filter(v => v.impact === "serious" || v.impact === "critical")
+            .flatMap(v => v.nodes.map(n => `${v.id} (${v.impact}) at ${n.target.join(" ")}: ${n.failureSummary}`));
+    }""")
+
+
+def watch_csp(page):
+    """Record every CSP violation the page reports into window.__violations."""
+    page.add_init_script("window.__violations = [];"
+                         "document.addEventListener('securitypolicyviolation',"
+                         " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
+
+
+class HeldModel:
+    """Answers from a script once the test lets it; exceptions in the script are raised."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.go = threading.Event()
+        self.go.set()
+
+    def reply(self, texts):
+        assert self.go.wait(30)
+        answer = self.answers.pop(0) if self.answers else f"you said {texts[-1]}"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(browser, make_app,
+                                                                          axe_source, scheme):
+    model = HeldModel("Hello! How can I help?", ModelError("down"))
+    with serve(make_app(CHAT_MODEL=model)) as url:
+        context = browser.new_context(color_scheme=scheme, viewport=DESKTOP)
+        page = context.new_page()
+        watch_csp(page)
+        found = {}
+
+        def check(state):
+            found[state] = serious_violations(page, axe_source)
+
+        for path in ("/", "/scores", "/chat", "/words", "/no-such-page"):
+            page.goto(url + path)
+            check(path)
+
+        page.goto(f"{url}/scores")
+        for score in ("1e15", "-42.5", "7"):
+            page.fill("#score", score)
+            page.press("#score", "Enter")
+            page.locator("#last-score", has_text=score if score != "1e15" else "1000000000000000").wait_for()
+        check("/scores with a board")
+        page.evaluate("document.querySelector('#score').type = 'text'")
+        page.fill("#score", "lots")
+        page.press("#score", "Enter")
+        page.locator("#score-error").wait_for()
+        check("/scores with a refused score")
+
+        page.goto(f"{url}/chat")
+        page.fill("#message", "hello")
+        page.press("#message", "Enter")
+        page.locator(".bubble.bot", has_text="Hello! How can I help?").wait_for()
+        model.go.clear()
+        page.fill("#message", "are you there?")
+        page.press("#message", "Enter")
+        page.locator(".typing").wait_for()
+        check("/chat while the bot is typing")
+        model.go.set()
+        page.locator(".bubble.bot.failed button").wait_for()
+        check("/chat with a reply that failed")
+        page.fill("#message", "   ")
+        page.press("#message", "Enter")
+        page.locator("#message-error").wait_for()
+        check("/chat with a refused message")
+
+        page.goto(f"{url}/words")
+        page.fill("#text", "the quick brown fox")
+        page.click("#word-counter button[type=submit]")
+        page.locator("#my-words", has_text="4").wait_for()
+        check("/words with counts")
+        page.fill("#text", "   ")
+        page.click("#word-counter button[type=submit]")
+        page.locator("#text-error").wait_for()
+        check("/words with a refused text")
+
+        assert page.evaluate("window.__violations") == []
+        context.close()
+    assert {state: problems for state, problems in found.items() if problems} == {}
 
 
 def served_documents(app):
