@@ -1,7 +1,7 @@
 """The UI in real Chromium, judged by checkers nobody here wrote: axe-core and the Nu HTML Checker.
 
 Also: keyboard use, two browsers at once, pages without JavaScript, no full reload during htmx
-interactions, and the README screenshots in docs/, which these tests write.
+interactions, live regions, a phone's width.
 """
 
 import json
@@ -15,6 +15,7 @@ import pytest
 
 from conftest import HTMX, ROOT, ScriptedModel, new_client, serve
 from webapp.chat_model import ModelError
+from webapp.scores import format_score
 
 CHECKERS = ROOT / "tests" / "js" / "node_modules"
 AXE = CHECKERS / "axe-core" / "axe.min.js"
@@ -60,6 +61,20 @@ def watch_csp(page):
                          " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
+def send(page, text):
+    """Type a message into the chat box and press Enter."""
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def submit_score(page, score):
+    """Type a score, press Enter and wait until the page shows it as this browser's last score."""
+    page.fill("#score", score)
+    page.press("#score", "Enter")
+    shown = re.escape(format_score(float(score)))
+    page.locator("#last-score", has_text=re.compile(f"^{shown}$")).wait_for()
+
+
 class HeldModel:
     """Answers from a script once the test lets it; exceptions in the script are raised."""
 
@@ -88,7 +103,7 @@ def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(brows
         found = {}
 
         def check(state):
-            found[state] = serious_violations(page, axe_source)
+            found[state] = serious_violations(page, axe_source) + page.evaluate("window.__violations")
 
         for path in ("/", "/scores", "/chat", "/words", "/no-such-page"):
             page.goto(url + path)
@@ -96,9 +111,7 @@ def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(brows
 
         page.goto(f"{url}/scores")
         for score in ("1e15", "-42.5", "7"):
-            page.fill("#score", score)
-            page.press("#score", "Enter")
-            page.locator("#last-score", has_text=score if score != "1e15" else "1000000000000000").wait_for()
+            submit_score(page, score)
         check("/scores with a board")
         page.evaluate("document.querySelector('#score').type = 'text'")
         page.fill("#score", "lots")
@@ -107,19 +120,16 @@ def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(brows
         check("/scores with a refused score")
 
         page.goto(f"{url}/chat")
-        page.fill("#message", "hello")
-        page.press("#message", "Enter")
+        send(page, "hello")
         page.locator(".bubble.bot", has_text="Hello! How can I help?").wait_for()
         model.go.clear()
-        page.fill("#message", "are you there?")
-        page.press("#message", "Enter")
+        send(page, "are you there?")
         page.locator(".typing").wait_for()
         check("/chat while the bot is typing")
         model.go.set()
         page.locator(".bubble.bot.failed button").wait_for()
         check("/chat with a reply that failed")
-        page.fill("#message", "   ")
-        page.press("#message", "Enter")
+        send(page, "   ")
         page.locator("#message-error").wait_for()
         check("/chat with a refused message")
 
@@ -132,8 +142,6 @@ def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(brows
         page.click("#word-counter button[type=submit]")
         page.locator("#text-error").wait_for()
         check("/words with a refused text")
-
-        assert page.evaluate("window.__violations") == []
         context.close()
     assert {state: problems for state, problems in found.items() if problems} == {}
 
@@ -214,3 +222,232 @@ def test_every_page_and_fragment_is_valid_html(make_app, tmp_path):
               f" [{m.get('extract', '').strip()}]" for m in messages]
     assert errors == []
     assert result.returncode == 0
+
+
+def focused(page):
+    """The focused element (its id, label or text) and whether a focus ring of 2 px or more shows."""
+    return page.evaluate("""() => {
+        const element = document.activeElement, style = getComputedStyle(element);
+        const name = element.id || element.getAttribute("aria-label") || element.textContent.trim();
+        return [name, style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2];
+    }""")
+
+
+@pytest.mark.browser
+def test_keyboard_alone_submits_sends_and_clears_with_focus_always_visible(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("hello to you"))) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/")
+        page.keyboard.press("Tab")
+        assert focused(page) == ["Skip to content", True]
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        assert focused(page) == ["Score board", True]  # the first link inside <main>
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{url}/scores")
+        assert focused(page) == ["score", True]
+        page.keyboard.type("12")
+        page.keyboard.press("Enter")
+        page.locator("#board li", has_text="12").wait_for()
+        assert focused(page) == ["score", True] and page.input_value("#score") == ""
+
+        page.goto(f"{url}/chat")
+        assert focused(page) == ["message", True]
+        page.keyboard.type("hi there")
+        page.keyboard.press("Enter")
+        page.locator(".bubble.bot", has_text="hello to you").wait_for()
+        assert focused(page) == ["message", True]
+        page.keyboard.press("Shift+Tab")
+        assert focused(page) == ["Conversation history", True]  # the log scrolls with the keys
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert focused(page) == ["Send", True]
+        page.keyboard.press("Tab")
+        assert focused(page) == ["Clear", True]
+        page.keyboard.press("Enter")
+        page.locator("#chat-log:empty").wait_for(state="attached")
+        page.reload()
+        assert page.locator(".bubble").count() == 0
+        page.close()
+
+
+def in_view(page, selector, within=None):
+    """Whether the element is wholly inside the box of `within`, or of the window."""
+    return page.evaluate("""([selector, within]) => {
+        const box = document.querySelector(selector).getBoundingClientRect();
+        const frame = within ? document.querySelector(within).getBoundingClientRect()
+                             : {top: 0, bottom: innerHeight};
+        return box.top >= frame.top - 1 && box.bottom <= frame.bottom + 1;
+    }""", [selector, within])
+
+
+@pytest.mark.browser
+def test_chat_keeps_the_newest_message_and_the_box_in_view_on_a_phone(browser, make_app):
+    newest = "#chat-log > li:last-child > .bubble:last-child"
+    with serve(make_app(CHAT_MODEL=ScriptedModel())) as url:
+        page = browser.new_page(viewport=PHONE)
+        page.goto(f"{url}/chat")
+        for number in range(1, 9):
+            send(page, f"message number {number}")
+            page.locator(newest, has_text=f"reply {number}").wait_for()
+            assert in_view(page, newest, ".chat-window"), number
+            assert in_view(page, ".chat-window") and in_view(page, "#message"), number
+        assert not in_view(page, "#chat-log > li:first-child", ".chat-window")  # it did scroll
+        page.reload()
+        page.locator(newest, has_text="reply 8").wait_for()
+        assert in_view(page, newest, ".chat-window") and in_view(page, "#message")
+        page.close()
+
+
+@pytest.mark.browser
+def test_two_browsers_share_the_board_but_each_keeps_its_own_chat(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("hi Alice", "hi Bob"))) as url:
+        alice, bob = browser.new_context().new_page(), browser.new_context().new_page()
+        for page in (alice, bob):
+            page.goto(f"{url}/scores")
+        alice.fill("#score", "31")
+        alice.press("#score", "Enter")
+        bob.locator("#board li", has_text="31").wait_for()  # by the board's own polling
+        bob.fill("#score", "-4")
+        bob.press("#score", "Enter")
+        alice.locator("#board li", has_text="-4").wait_for()
+        for page, mine in ((alice, "31"), (bob, "-4")):
+            page.reload()
+            assert page.locator("#last-score").inner_text() == mine
+            assert page.locator("#board li").all_inner_texts() == ["31", "-4"]
+
+        for page, name in ((alice, "Alice"), (bob, "Bob")):
+            page.goto(f"{url}/chat")
+            assert page.locator(".bubble").count() == 0
+            send(page, f"I am {name}")
+            page.locator(".bubble.bot", has_text=f"hi {name}").wait_for()
+        for page, name in ((alice, "Alice"), (bob, "Bob")):
+            page.reload()
+            assert page.locator(".bubble").all_inner_texts() == [f"You:\nI am {name}", f"Bot:\nhi {name}"]
+        alice.context.close()
+        bob.context.close()
+
+
+@pytest.mark.browser
+def test_both_pages_work_through_plain_forms_without_javascript(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("a plain reply"))) as url:
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{url}/scores")
+        page.fill("#score", "99")
+        with page.expect_navigation():
+            page.press("#score", "Enter")
+        assert page.locator("#board li").all_inner_texts() == ["99"]
+        assert page.locator("#last-score").inner_text() == "99"
+
+        page.goto(f"{url}/chat")
+        page.fill("#message", "no scripts here")
+        with page.expect_navigation():
+            page.press("#message", "Enter")
+        assert page.locator(".bubble").all_inner_texts() == ["You:\nno scripts here", "Bot:\na plain reply"]
+        with page.expect_navigation():
+            page.click("text=Clear")
+        assert page.locator(".bubble").count() == 0
+
+        page.goto(f"{url}/words")
+        page.fill("#text", "three plain words")
+        with page.expect_navigation():
+            page.click("#word-counter button")
+        assert page.locator("#my-words").inner_text() == "3"
+        context.close()
+
+
+@pytest.mark.browser
+def test_htmx_interactions_never_load_a_new_document(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("no reload needed"))) as url:
+        page = browser.new_page()
+        # Playwright's framenavigated also reports history.replaceState, which htmx calls once to
+        # mark the page; the protocol's own event fires only when a new document is loaded.
+        documents, navigations, tokens = [], [], []
+        protocol = page.context.new_cdp_session(page)
+        protocol.send("Page.enable")
+        protocol.on("Page.frameNavigated", lambda event: "parentId" not in event["frame"]
+                    and documents.append(event["frame"]["url"]))
+        page.on("framenavigated", lambda frame: frame == page.main_frame and navigations.append(frame.url))
+        page.on("request", lambda request: request.method == "POST"
+                and tokens.append(request.headers.get("x-csrftoken")))
+
+        def scores():
+            page.fill("#score", "5")
+            page.press("#score", "Enter")
+            page.locator("#board li", has_text="5").wait_for()
+            page.fill("#score", "1e16")
+            page.press("#score", "Enter")
+            page.locator("#score-error").wait_for()
+
+        def chat():
+            send(page, "hello")
+            page.locator(".bubble.bot", has_text="no reload needed").wait_for()
+            page.click("text=Clear")
+            page.locator("#chat-log:empty").wait_for(state="attached")
+
+        def words():
+            page.fill("#text", "one two")
+            page.click("#word-counter button")
+            page.locator("#my-words", has_text="2").wait_for()
+
+        for path, interact in (("/scores", scores), ("/chat", chat), ("/words", words)):
+            page.goto(url + path)
+            assert documents == [url + path]
+            documents.clear()
+            navigations.clear()
+            page.evaluate("window.__sameDocument = true")
+            interact()
+            assert documents == [], path
+            assert set(navigations) <= {url + path}, path  # the address never changed
+            assert page.evaluate("window.__sameDocument") is True
+        assert len(tokens) == 6 and all(tokens)  # the CSRF header htmx inherits from <body>
+        page.close()
+
+
+@pytest.mark.browser
+def test_replies_and_board_changes_arrive_inside_live_regions_that_were_already_there(browser, make_app):
+    # Screen readers announce changes only inside a live region that existed before the change.
+    kept = "selector => document.querySelector(selector).closest('[aria-live=polite]').kept === true"
+    with serve(make_app(CHAT_MODEL=ScriptedModel("announced reply"))) as url:
+        page, other = browser.new_context().new_page(), browser.new_context().new_page()
+        page.goto(f"{url}/scores")
+        page.evaluate("document.querySelector('#board').closest('[aria-live=polite]').kept = true")
+        other.goto(f"{url}/scores")
+        other.fill("#score", "8")
+        other.press("#score", "Enter")
+        page.locator("#board li", has_text="8").wait_for()
+        assert page.evaluate(kept, "#board")
+        page.fill("#score", "9")
+        page.press("#score", "Enter")
+        page.locator("#board li", has_text="9").wait_for()
+        assert page.evaluate(kept, "#board")
+
+        page.goto(f"{url}/chat")
+        page.evaluate("document.querySelector('#chat-log').closest('[aria-live=polite]').kept = true")
+        send(page, "hello")
+        page.locator(".bubble.bot", has_text="announced reply").wait_for()
+        assert page.evaluate(kept, ".bubble.bot")
+        page.context.close()
+        other.context.close()
+
+
+@pytest.mark.browser
+def test_a_phone_never_scrolls_sideways_even_with_huge_scores_and_long_words(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("y" * 200))) as url:
+        page = browser.new_page(viewport=PHONE)
+        page.goto(f"{url}/scores")
+        for score in ("-1e15", "123456789012345.67", "1e15", "-999999999999999.9"):
+            submit_score(page, score)
+        page.goto(f"{url}/chat")
+        send(page, "x" * 200)
+        page.locator(".bubble.bot", has_text="yyyy").wait_for()
+        page.goto(f"{url}/words")
+        page.fill("#text", "z" * 300)
+        page.click("#word-counter button")
+        page.locator("#my-words", has_text="1").wait_for()
+        for path in ("/", "/scores", "/chat", "/words", "/no-such-page"):
+            page.goto(url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+        page.close()
+
