@@ -1,7 +1,8 @@
 """The UI in real Chromium, judged by checkers nobody here wrote: axe-core and the Nu HTML Checker.
 
-Also: keyboard use, two browsers at once, pages without JavaScript, no full reload during htmx
-interactions, live regions, a phone's width.
+Also: keyboard use, two browsers at once, pages without JavaScript, no new document loaded by htmx
+interactions, live regions, a phone's width, and the README screenshots in docs/, which these
+tests write.
 """
 
 import json
@@ -20,6 +21,7 @@ from webapp.scores import format_score
 CHECKERS = ROOT / "tests" / "js" / "node_modules"
 AXE = CHECKERS / "axe-core" / "axe.min.js"
 VNU = CHECKERS / "vnu-jar" / "build" / "dist" / "vnu.jar"
+DOCS = ROOT / "docs"
 SCHEMES = ("light", "dark")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -451,3 +453,40 @@ def test_a_phone_never_scrolls_sideways_even_with_huge_scores_and_long_words(bro
             assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
         page.close()
 
+
+SCREENSHOTS = (("scores", "light", "desktop"), ("scores", "dark", "phone"),
+               ("chat", "light", "desktop"), ("chat", "dark", "phone"))
+
+
+@pytest.mark.browser
+def test_readme_screenshots_show_both_pages_in_both_schemes(browser, make_app, axe_source):
+    model = ScriptedModel("Hi! I am a small model trained on a chat corpus. Ask me anything.",
+                          "I like talking to people.",
+                          "Why did the chicken cross the road? To get to the other side.")
+    with serve(make_app(CHAT_MODEL=model)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{url}/scores")
+        for score in ("42", "17.5", "-8"):
+            submit_score(page, score)
+        page.goto(f"{url}/chat")
+        for number, message in enumerate(("hello", "what do you like?", "tell me a joke"), 1):
+            send(page, message)
+            page.locator(f"#chat-log > li:nth-child({number}) > .bubble.bot:not(form)").wait_for()
+        this_browser = context.storage_state()
+        context.close()
+
+        DOCS.mkdir(exist_ok=True)
+        for name, scheme, device in SCREENSHOTS:
+            viewport = {"desktop": DESKTOP, "phone": PHONE}[device]
+            context = browser.new_context(color_scheme=scheme, viewport=viewport,
+                                          storage_state=this_browser, reduced_motion="reduce")
+            page = context.new_page()
+            page.goto(f"{url}/{name}")
+            assert serious_violations(page, axe_source) == [], (name, scheme)
+            shot = page.screenshot(full_page=True, animations="disabled", caret="hide")
+            assert int.from_bytes(shot[16:20], "big") == viewport["width"]  # the PNG's width
+            path = DOCS / f"{name}-{scheme}-{device}.png"
+            if not path.is_file() or path.read_bytes() != shot:
+                path.write_bytes(shot)
+            context.close()
