@@ -6,9 +6,11 @@ import tracemalloc
 
 import pytest
 from flask import request
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import HTMX, in_threads, new_client, serve
-from webapp.scores import ScoreBoard, format_score
+from webapp.scores import MIN_BAR_WIDTH, Bar, ScoreBoard, bar_chart, format_score
 
 BAD_SCORES = ["", "   ", "abc", "nan", "NaN", "inf", "-Infinity", "+inf", "1e999", "-1e999",
               "1_000", "0x10", "5abc", "1,5", "--1", "1e", "9" * 65]
@@ -39,6 +41,40 @@ def test_each_browser_sees_its_own_last_score(app):
     assert '<span id="last-score">7.5</span>' in submitted
     assert '<span id="last-score">5</span>' in alice.get("/scores").get_data(as_text=True)
     assert '<span id="last-score">7.5</span>' in bob.get("/scores").get_data(as_text=True)
+
+
+def test_chart_bars_start_at_zero_and_scale_to_the_range():
+    assert bar_chart((30.0, 20.0, 10.0)).bars == (
+        Bar(0.0, 100.0, False), Bar(0.0, 66.67, False), Bar(0.0, 33.33, False))
+    mixed = bar_chart((1e15, 7.0, -1e15))
+    assert mixed.zero == 50.0
+    assert mixed.bars == (Bar(50.0, 50.0, False), Bar(50.0, MIN_BAR_WIDTH, False), Bar(0.0, 50.0, True))
+    below_zero = bar_chart((-1.0, -2.0))
+    assert below_zero.zero == 100.0 and below_zero.bars == (Bar(50.0, 50.0, True), Bar(0.0, 100.0, True))
+    assert bar_chart((0.0,)).bars == (Bar(0.0, 0.0, False),)
+
+
+@given(st.lists(st.floats(min_value=-1e15, max_value=1e15), min_size=1, max_size=5))
+def test_every_chart_fits_its_width_and_shows_every_score_but_zero(values):
+    chart = bar_chart(values)
+    assert 0 <= chart.zero <= 100
+    for value, bar in zip(values, chart.bars):
+        assert 0 <= bar.x and bar.x + bar.width <= 100.01
+        assert bar.negative == (value < 0)
+        assert (bar.width >= MIN_BAR_WIDTH) if value else bar.width == 0
+        if value >= 0:
+            assert bar.x == chart.zero
+        else:
+            assert abs(bar.x + bar.width - chart.zero) <= 0.01
+
+
+def test_board_shows_the_top_scores_as_a_chart_beside_the_numbers(client):
+    for score in ("-5", "10", "1e15"):
+        client.post("/scores", data={"score": score}, headers=HTMX)
+    html = client.get("/scores", headers=HTMX).get_data(as_text=True)
+    assert "<li>1000000000000000</li><li>10</li><li>-5</li>" in html
+    assert html.count("<rect ") == 3 and 'class="bar negative"' in html
+    assert 'aria-hidden="true"' in html and "style=" not in html
 
 
 def test_htmx_submit_returns_cleared_form_and_new_board(client):
@@ -212,3 +248,10 @@ def test_browser_polls_revalidate_an_unchanged_board_with_304(browser, app):
             page.wait_for_timeout(200)
         assert page.locator("#score-count").inner_text() == "0"
         page.close()
+
+
+def test_a_refused_score_goes_back_into_the_box_only_if_the_box_can_hold_it(client):
+    too_large = client.post("/scores", data={"score": "1e16"}, headers=HTMX).get_data(as_text=True)
+    assert 'value="1e16"' in too_large
+    not_a_number = client.post("/scores", data={"score": "lots"}, headers=HTMX).get_data(as_text=True)
+    assert 'id="score-error"' in not_a_number and 'value=""' in not_a_number

@@ -24,7 +24,11 @@ from .shared_store import redis_client
 
 # Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# What an <input type="number"> can hold: HTML's "valid floating-point number".
+_HTML_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
 MAX_SCORE_CHARS = 64
+# The shortest bar of a score that is not zero, in hundredths of the chart's width.
+MIN_BAR_WIDTH = 2.0
 
 
 class InvalidScore(ValueError):
@@ -45,6 +49,11 @@ def parse_score(text, max_abs=1e15):
     return value + 0.0  # folds -0.0 into 0.0
 
 
+def number_box_value(text):
+    """The submitted text if a number box can show it again, else an empty box."""
+    return text if _HTML_NUMBER.fullmatch(text) else ""
+
+
 def format_score(value):
     """Show integral scores without a trailing '.0'."""
     return str(int(value)) if value.is_integer() else repr(value)
@@ -53,6 +62,39 @@ def format_score(value):
 def json_score(value):
     """Integral scores as JSON integers, the rest as floats."""
     return int(value) if value.is_integer() else value
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a chart, in the chart's coordinates: x and width from 0 to 100."""
+
+    x: float
+    width: float
+    negative: bool
+
+
+@dataclass(frozen=True)
+class BarChart:
+    """Bars for some scores from one zero line, at `zero` (from 0 to 100)."""
+
+    zero: float
+    bars: tuple
+
+
+def bar_chart(values):
+    """Chart scores as bars from one zero line, scaled so that zero and every score fit the width."""
+    low, high = min(0.0, *values), max(0.0, *values)
+    zero = (0.0 - low) / ((high - low) or 1.0) * 100
+    # However small beside the others, a score that is not zero keeps room for a visible bar.
+    zero = round(min(max(zero, MIN_BAR_WIDTH if low < 0 else 0.0),
+                     100 - MIN_BAR_WIDTH if high > 0 else 100.0), 2)
+    bars = []
+    for value in values:
+        room, extreme = (100 - zero, high) if value > 0 else (zero, low)
+        width = round(max(value / extreme * room, MIN_BAR_WIDTH), 2) if value else 0.0
+        x = round(zero - width, 2) if value < 0 else zero
+        bars.append(Bar(x, width, value < 0))
+    return BarChart(zero, tuple(bars))
 
 
 @dataclass(frozen=True)
@@ -134,6 +176,7 @@ def init_app(app):
     else:
         app.extensions["scores"] = ScoreBoard(size=size)
     app.add_template_filter(format_score, "score")
+    app.add_template_filter(bar_chart, "bar_chart")
 
 
 def current_board():

@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, redirect, request, url_for
 
 from ..rendering import render, wants_fragment
-from ..scores import InvalidScore, current_board, json_score, parse_score
+from ..scores import InvalidScore, current_board, json_score, number_box_value, parse_score
 from ..state import SessionState
 
 bp = Blueprint("scores", __name__)
@@ -36,7 +36,7 @@ def submit():
     try:
         value = parse_score(text, current_app.config["SCORE_MAX_ABS"])
     except InvalidScore as error:
-        return _render("scores/_form.html", 422, error=str(error), value=text)
+        return _render("scores/_form.html", 422, error=str(error), value=number_box_value(text))
     current_board().submit(value)
     last_score.set(value)
     if wants_fragment():
