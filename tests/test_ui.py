@@ -79,11 +79,11 @@ def submit_score(page, score):
     page.locator("#last-score", has_text=re.compile(f"^{shown}$")).wait_for()
 
 
-class HeldModel:
+class HeldModel(ScriptedModel):
     """Answers from a script once the test lets it; exceptions in the script are raised."""
 
     def __init__(self, *answers):
-        self.answers = list(answers)
+        super().__init__(*answers)
         self.go = threading.Event()
         self.go.set()
 
