@@ -91,6 +91,25 @@ def test_replies_that_arrive_while_the_model_is_busy_are_batched_up_to_the_batch
     assert model.batches == [1, 3, 2]
 
 
+def test_chats_that_answer_just_after_their_batch_ends_share_the_next_one():
+    model = RecordingModel()
+    runner = scheduler(model, batch_size=8)
+    runner.batch_wait = 2
+    first = runner.submit(["first"])
+    assert model.started.wait(10)
+    batch = [runner.submit([f"message {k}"]) for k in range(3)]
+    model.gate.set()
+    for each in [first, *batch]:
+        each.result()
+    again = []
+    for k in range(3):  # one after the other, the way their browsers answer
+        again.append(runner.submit([f"again {k}"]))
+        time.sleep(0.05)
+    for each in again:
+        each.result()
+    assert model.batches == [1, 3, 3]
+
+
 def test_a_full_queue_refuses_a_job_and_keeps_the_others():
     model = RecordingModel()
     runner = scheduler(model, batch_size=1, queue_size=2)

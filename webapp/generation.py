@@ -100,9 +100,11 @@ class Job:
 class Scheduler:
     """Runs every job of this process on one model, in batches, one batch at a time."""
 
-    def __init__(self, model, *, batch_size, queue_size, time_limit, logger):
+    def __init__(self, model, *, batch_size, queue_size, time_limit, logger, batch_wait=0.0):
         self.model = model
         self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self._last_batch, self._last_end = 0, 0.0
         self.queue_size = queue_size
         self.time_limit = time_limit
         self.logger = logger
@@ -140,6 +142,13 @@ class Scheduler:
             if not self._wake.wait_for(lambda: self._waiting, IDLE_SECONDS):
                 self._thread = None
                 return None
+            # Chatters whose replies just ended often write again at once: give them until
+            # `batch_wait` after that batch to join, or they split into a lone reply and a batch of
+            # the rest for good. An idle model starts at once.
+            expected = min(self._last_batch, self.batch_size)
+            remaining = self._last_end + self.batch_wait - time.monotonic()
+            if remaining > 0:
+                self._wake.wait_for(lambda: len(self._waiting) >= expected, remaining)
             batch = []
             while self._waiting and len(batch) < self.batch_size:
                 job = self._waiting.popleft()
@@ -148,6 +157,7 @@ class Scheduler:
                     self._jobs.pop(job.key, None)
                 else:
                     batch.append(job)
+            self._last_batch = len(batch)
             return batch
 
     def _run(self):
@@ -166,6 +176,7 @@ class Scheduler:
                 with self._wake:
                     for job in batch:
                         self._jobs.pop(job.key, None)
+                    self._last_end = time.monotonic()
 
 
 def init_app(app):
@@ -177,7 +188,7 @@ def init_app(app):
     app.extensions["generation"] = Scheduler(
         app.extensions["chat_model"], batch_size=config["CHAT_BATCH_SIZE"],
         queue_size=config["CHAT_QUEUE_SIZE"], time_limit=config["CHAT_TIME_LIMIT"],
-        logger=app.logger)
+        batch_wait=config["CHAT_BATCH_WAIT"], logger=app.logger)
 
 
 def current_scheduler():
