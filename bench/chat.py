@@ -1,8 +1,8 @@
 """Chat turns under gunicorn: streamed first token and full turn vs raw `generate`, and 1/4/8 chatters.
 
 For each model (the shipped one, and a DialoGPT-medium-shaped GPT-2 with random weights built
-here), first the limits measured in this process with the same model and prompt: the prefill (one
-forward pass over the prompt), raw `model.generate`, and one decoding step. Then `gunicorn wsgi:app`
+here), first the limits measured in this process with the same model and prompt: the prefill
+(`generate` of one token), raw `model.generate`, and one decoding step. Then `gunicorn wsgi:app`
 (the checked-in config, one gthread worker) and browsers the way htmx drives the page: post the
 message, then post for the reply and read it as server-sent events. Every turn starts a new
 conversation with the same message, so that the app generates from the very prompt raw `generate`
@@ -44,21 +44,26 @@ def timed(action, repeats):
 
 
 def raw_limits(model_dir, tokens, repeats):
-    """Prefill, raw generate and one decoding step of this model on the benchmark's prompt (s)."""
-    import torch
+    """Prefill, raw generate and one decoding step of this model on the benchmark's prompt (s).
 
-    from webapp.chat_model import ChatModel
+    The prefill is `generate` of a single token: the forward pass over the prompt and the pick of
+    the first token, which is all that the first streamed token has to wait for.
+    """
+    from webapp.chat_model import ChatModel  # first: it sets torch's threads up as the app does
+
+    import torch
 
     model = ChatModel(str(model_dir), max_new_tokens=tokens, min_new_tokens=tokens, no_repeat_ngram_size=0)
     ids = torch.tensor([model.prompt_ids([MESSAGE])])
     mask = torch.ones_like(ids)
     with torch.inference_mode():
-        def generate():
-            output = model.model.generate(ids, attention_mask=mask, **model.generation)
-            assert output.shape[1] == ids.shape[1] + tokens
+        def generate(count=tokens):
+            settings = {**model.generation, "max_new_tokens": count, "min_new_tokens": count}
+            output = model.model.generate(ids, attention_mask=mask, **settings)
+            assert output.shape[1] == ids.shape[1] + count
 
         generate()  # warm-up
-        prefill = statistics.median(timed(lambda: model.model(ids, attention_mask=mask), repeats))
+        prefill = statistics.median(timed(lambda: generate(1), repeats))
         raw = statistics.median(timed(generate, repeats))
     return prefill, raw, (raw - prefill) / (tokens - 1)
 
@@ -131,7 +136,7 @@ def bench_model(name, model_dir, args):
     print(f"\n{name}: {args.tokens} tokens per reply, prompt '{MESSAGE}'\n")
     print(f"{'one chatter':<44}{'p50 ms':>9}{'x limit':>9}")
     print(f"{'raw generate (limit for a turn)':<44}{raw * ms:>9.1f}")
-    print(f"{'prefill':<44}{prefill * ms:>9.1f}")
+    print(f"{'prefill (generate of one token)':<44}{prefill * ms:>9.1f}")
     print(f"{'one decoding step':<44}{step * ms:>9.1f}")
     print(f"{'app: full turn (send + streamed reply)':<44}{turn * ms:>9.1f}{turn / raw:>9.3f}")
     limit = prefill + step + 0.020
