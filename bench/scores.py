@@ -53,6 +53,7 @@ class Browser:
     """One keep-alive connection with its own session cookie and CSRF token."""
 
     def __init__(self, port):
+        self.origin = f"http://127.0.0.1:{port}"  # a browser's posts say where they come from
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.conn.request("GET", "/scores")
         response = self.conn.getresponse()
@@ -63,7 +64,8 @@ class Browser:
     def submit(self, value):
         self.conn.request("POST", "/scores", body=f"score={value}", headers={
             "Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
-            "X-CSRFToken": self.token, "HX-Request": "true", "HX-Request-Type": "partial"})
+            "X-CSRFToken": self.token, "Origin": self.origin, "HX-Request": "true",
+            "HX-Request-Type": "partial"})
         response = self.conn.getresponse()
         response.read()
         assert response.status == 200, response.status
@@ -78,9 +80,10 @@ class Browser:
         return response
 
 
-def run(port, concurrency, seconds, action):
-    """Run `action(browser, i)` in `concurrency` threads for `seconds`; return rate, p50, p99 (ms)."""
-    browsers = [Browser(port) for _ in range(concurrency)]
+def run(port, concurrency, seconds, action, client=Browser):
+    """Run `action(client, i)` in `concurrency` threads for `seconds`, each thread with its own
+    `client(port)` (a Browser unless told); return rate, p50, p99 (ms)."""
+    browsers = [client(port) for _ in range(concurrency)]
     latencies = [[] for _ in browsers]
     stop = time.monotonic() + seconds
 
