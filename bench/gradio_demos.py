@@ -59,16 +59,19 @@ def generate(tokenizer, model, texts):
     return output[0, len(ids):].tolist()
 
 
+# The guide's global-state example, as written there: a module-level list every visitor shares.
+scores = []
+
+
+def track_score(score):
+    scores.append(score)
+    top_scores = sorted(scores, reverse=True)[:3]
+    return top_scores
+
+
 def score_demo():
-    """The guide's global-state example, as written there."""
+    """The guide's score tracker: a number in, the top scores out as JSON."""
     import gradio as gr
-
-    scores = []
-
-    def track_score(score):
-        scores.append(score)
-        top_scores = sorted(scores, reverse=True)[:3]
-        return top_scores
 
     return gr.Interface(track_score, gr.Number(label="Score"), gr.JSON(label="Top Scores"))
 
