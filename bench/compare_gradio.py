@@ -138,11 +138,17 @@ def read_timed(response, started, has_text):
     return body.decode(), first
 
 
-def reply_text(body):
-    """The text of an hxstate reply received so far: the bot bubble of the HTML fragment, or the
-    text of a text/event-stream's events. The one place to adapt to another reply format."""
-    text = re.sub(r"^(?:event|id|retry):.*$|^data: ?", "", body, flags=re.M)
-    text = html.unescape(re.sub(r"<[^>]*>", "", text))
+def reply_text(body, streamed=False):
+    """The reply's text in what a reply request answered so far: the bot bubble of the HTML
+    fragment or, for a text/event-stream, of its newest complete event (each event appends the new
+    text; the last one is the whole finished bubble). The one place to adapt to another format."""
+    if streamed:
+        events = [event for event in body.split("\n\n")[:-1]  # the part after the last is unfinished
+                  if event.strip() and not event.startswith(":")]
+        body = "\n".join(line[5:].removeprefix(" ") for line in (events[-1] if events else "").splitlines()
+                         if line.startswith("data:"))
+    body = re.sub(r'<em class="note">.*?</em>', "", body, flags=re.S)  # "(cut off: ...)" is no text
+    text = html.unescape(re.sub(r"<[^>]*>", "", body))
     return " ".join(text.replace("Bot:", "", 1).split())
 
 
@@ -160,12 +166,15 @@ class HxstateChatter(Browser):
         response = self.conn.getresponse()
         sent = response.read().decode()
         assert response.status == 200, (response.status, sent)
-        reply_url = re.search(r'hx-post="(/chat/replies/\d+)"', sent).group(1)
-        self.conn.request("POST", reply_url, headers=headers)
+        reply_url = re.search(r'"(/chat/replies/\d+)"', sent).group(1)  # the pending reply's hx-post
+        # htmx's event-stream extension asks for a stream; a server that does not stream ignores it.
+        self.conn.request("POST", reply_url, headers={**headers, "Accept": "text/event-stream, text/html"})
         response = self.conn.getresponse()
-        body, first = read_timed(response, started, lambda b: bool(reply_text(b.decode(errors="ignore"))))
+        streamed = "text/event-stream" in (response.getheader("Content-Type") or "")
+        body, first = read_timed(response, started,
+                                 lambda b: bool(reply_text(b.decode(errors="ignore"), streamed)))
         assert response.status == 200, (response.status, body)
-        return time.perf_counter() - started, first, reply_text(body)
+        return time.perf_counter() - started, first, reply_text(body, streamed)
 
 
 class GradioBrowser:
