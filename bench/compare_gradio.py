@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import runpy
 import secrets
 import statistics
 import subprocess
@@ -52,6 +53,9 @@ MESSAGES = ["hello", "how are you?", "what is your name?", "tell me a joke", "wh
 DEFAULTS = {"seconds": 10.0, "rounds": 3, "turns": 8}
 CONCURRENCY = (1, 8, 32)
 CHATTERS = (1, 8)
+# hxstate's gunicorn settings (worker class, workers, threads), which the bare handler gets too.
+GUNICORN = {name: value for name, value in runpy.run_path(str(ROOT / "gunicorn.conf.py")).items()
+            if name in ("worker_class", "workers", "threads")}
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def start_hxstate(folder, model):
     """hxstate as scripts/serve runs it, on a database of its own."""
     started = time.monotonic()
     port = free_port()
-    process = start_server(port, threads=8, CHAT_MODEL=model,
+    process = start_server(port, CHAT_MODEL=model,
                            SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder}/hxstate.sqlite3")
     return Server("hxstate", process, port, wait_for_page(port, "/scores", started, process))
 
@@ -114,12 +118,13 @@ def start_gradio(folder, model):
 
 
 def start_limit(folder, model):
-    """The bare Flask handler under the gunicorn worker hxstate uses (no config file)."""
+    """The bare Flask handler under gunicorn workers set up as hxstate's (not its config file)."""
     started = time.monotonic()
     port = free_port()
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "-k", "gthread", "-w", "1", "--threads",
-         "8", "-b", f"127.0.0.1:{port}", "bare_flask:create_app()"],
+        [str(Path(sys.executable).with_name("gunicorn")), "-k", GUNICORN["worker_class"], "-w",
+         str(GUNICORN["workers"]), "--threads", str(GUNICORN["threads"]), "-b", f"127.0.0.1:{port}",
+         "bare_flask:create_app()"],
         cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return Server("bare Flask", process, port, wait_for_page(port, "/scores", started, process))
 
@@ -524,7 +529,8 @@ def main():
         "# hxstate beside Gradio: the same two demos on one machine",
         f"Run of {datetime.date.today()} ({time.monotonic() - began:.0f} s): `scripts/bench "
         + " ".join(f"--{k} {v:g}" for k, v in settings.items()) + "`"
-        + (f" with the model `{Path(args.model).name}`." if args.model else "."),
+        + f" with the model `{Path(args.model).name}`; hxstate and the bare handler under gunicorn "
+        f"({GUNICORN['worker_class']}, {GUNICORN['workers']} worker x {GUNICORN['threads']} threads).",
         f"Machine: {described}",
     ]
     if short:
@@ -538,7 +544,7 @@ def main():
 
 NOTES = """\
 How to read it: "limit" is, for score submits, a bare Flask handler doing the submit's work under
-the same gunicorn worker (1 worker, 8 threads), driven by the same client; for chat, the model's
+the same gunicorn workers as hxstate, driven by the same client; for chat, the model's
 `generate` in the benchmark's process on the same prompts, one batch for 8 chatters (time to first
 token: a `generate` of one token), the fastest of four tries. hxstate runs with its embedded
 defaults (in-memory board, sessions and chats in SQLite) and rate limits off, since every client

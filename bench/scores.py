@@ -29,12 +29,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(port, threads, workers=1, **settings):
-    """Start `gunicorn wsgi:app` with the checked-in config; `settings` are HXSTATE_* variables."""
+def start_server(port, threads=None, workers=1, **settings):
+    """Start `gunicorn wsgi:app` with the checked-in config (its thread count unless `threads` is
+    given); `settings` are HXSTATE_* variables."""
     env = {**os.environ, "HXSTATE_SECRET_KEY": secrets.token_hex(32), "HXSTATE_BIND": f"127.0.0.1:{port}",
-           "HXSTATE_THREADS": str(threads), "HXSTATE_WORKERS": str(workers),
+           "HXSTATE_WORKERS": str(workers),
            "HXSTATE_RATELIMIT_ENABLED": "false",  # every benchmark client shares one address
            **{f"HXSTATE_{name}": str(value) for name, value in settings.items()}}
+    if threads:
+        env["HXSTATE_THREADS"] = str(threads)
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
