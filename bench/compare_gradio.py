@@ -72,6 +72,7 @@ def wait_for_page(port, path, started, process, timeout=300, log=None):
                     return time.monotonic() - started
         except OSError:
             time.sleep(0.05)
+    process.kill()
     raise SystemExit(f"no answer on port {port} within {timeout} s")
 
 
@@ -179,7 +180,8 @@ class HxstateChatter(Browser):
         body, first = read_timed(response, started,
                                  lambda b: bool(reply_text(b.decode(errors="ignore"), streamed)))
         assert response.status == 200, (response.status, body)
-        return time.perf_counter() - started, first, reply_text(body, streamed)
+        took = time.perf_counter() - started
+        return took, took if first is None else first, reply_text(body, streamed)
 
 
 class GradioBrowser:
