@@ -30,10 +30,15 @@ def pss_kib(pid):
         return int(re.search(r"^Pss:\s+(\d+) kB", file.read(), re.M).group(1))
 
 
+def tree_pids(master):
+    """A server process and its direct children (a gunicorn master and its workers)."""
+    with open(f"/proc/{master}/task/{master}/children") as file:
+        return [master] + [int(pid) for pid in file.read().split()]
+
+
 def tree_pss_mib(master):
     """PSS of a gunicorn master and all its workers, in MiB."""
-    with open(f"/proc/{master}/task/{master}/children") as file:
-        pids = [master] + [int(pid) for pid in file.read().split()]
+    pids = tree_pids(master)
     return sum(pss_kib(pid) for pid in pids) / 1024, len(pids) - 1
 
 

@@ -29,12 +29,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(port, threads, workers=1, **settings):
-    """Start `gunicorn wsgi:app` with the checked-in config; `settings` are HXSTATE_* variables."""
+def start_server(port, threads=None, workers=1, **settings):
+    """Start `gunicorn wsgi:app` with the checked-in config (its thread count unless `threads` is
+    given); `settings` are HXSTATE_* variables."""
     env = {**os.environ, "HXSTATE_SECRET_KEY": secrets.token_hex(32), "HXSTATE_BIND": f"127.0.0.1:{port}",
-           "HXSTATE_THREADS": str(threads), "HXSTATE_WORKERS": str(workers),
+           "HXSTATE_WORKERS": str(workers),
            "HXSTATE_RATELIMIT_ENABLED": "false",  # every benchmark client shares one address
            **{f"HXSTATE_{name}": str(value) for name, value in settings.items()}}
+    if threads:
+        env["HXSTATE_THREADS"] = str(threads)
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
@@ -53,6 +56,7 @@ class Browser:
     """One keep-alive connection with its own session cookie and CSRF token."""
 
     def __init__(self, port):
+        self.origin = f"http://127.0.0.1:{port}"  # a browser's posts say where they come from
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.conn.request("GET", "/scores")
         response = self.conn.getresponse()
@@ -63,7 +67,8 @@ class Browser:
     def submit(self, value):
         self.conn.request("POST", "/scores", body=f"score={value}", headers={
             "Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
-            "X-CSRFToken": self.token, "HX-Request": "true", "HX-Request-Type": "partial"})
+            "X-CSRFToken": self.token, "Origin": self.origin, "HX-Request": "true",
+            "HX-Request-Type": "partial"})
         response = self.conn.getresponse()
         response.read()
         assert response.status == 200, response.status
@@ -78,9 +83,10 @@ class Browser:
         return response
 
 
-def run(port, concurrency, seconds, action):
-    """Run `action(browser, i)` in `concurrency` threads for `seconds`; return rate, p50, p99 (ms)."""
-    browsers = [Browser(port) for _ in range(concurrency)]
+def run(port, concurrency, seconds, action, client=Browser):
+    """Run `action(client, i)` in `concurrency` threads for `seconds`, each thread with its own
+    `client(port)` (a Browser unless told); return rate, p50, p99 (ms)."""
+    browsers = [client(port) for _ in range(concurrency)]
     latencies = [[] for _ in browsers]
     stop = time.monotonic() + seconds
 

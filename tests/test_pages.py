@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from flask import url_for
+from flask import session, url_for
 
 from conftest import HTMX, in_threads
 from webapp.pages import PAGES
@@ -39,6 +39,20 @@ def test_session_state_default_is_a_fresh_copy(app):
         assert notes.get() == []
         notes.set(["mine"])
         assert notes.get() == ["mine"]
+
+
+def test_session_state_keeps_what_is_set_and_only_marks_a_change(app):
+    notes = SessionState("test.notes", default=[])
+    with app.test_request_context():
+        mine = notes.get()
+        mine.append("a")
+        notes.set(mine)
+        mine.append("not set")
+        assert notes.get() == ["a"]
+        assert session.modified
+        session.modified = False
+        notes.set(["a"])
+        assert not session.modified
 
 
 def test_global_state_update_is_atomic_in_memory(app):

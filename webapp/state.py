@@ -34,14 +34,17 @@ class SessionState:
         self.default = default
 
     def get(self):
-        """This browser's value, or a copy of the default."""
+        """A copy of this browser's value (or of the default): change it, then `set` it."""
         session = readable_session()
-        return session[self.key] if self.key in session else copy.deepcopy(self.default)
+        return copy.deepcopy(session[self.key] if self.key in session else self.default)
 
     def set(self, value):
-        """Keep `value` for this browser (stored when the request ends)."""
+        """Keep `value` for this browser; the session is written when the request ends, and only
+        if some value changed."""
         browser_id()
-        readable_session()[self.key] = value
+        session = readable_session()
+        if self.key not in session or session[self.key] != value:
+            session[self.key] = copy.deepcopy(value)
 
 
 class GlobalState:

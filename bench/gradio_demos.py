@@ -1,0 +1,118 @@
+"""The two demos of Gradio's State guide, served by Gradio for `bench/compare_gradio.py`.
+
+Global state: the guide's score tracker, a `gr.Interface` over a module-level list. Session state:
+the guide's chatbot, a `gr.Blocks` with a `gr.Chatbot`, a `gr.Textbox` and a clear button, whose
+`respond(message, chat_history)` asks the model hxstate ships, with the prompt and the generation
+settings of hxstate's defaults (DialoGPT turns joined by the eos token, greedy decoding), so that both
+servers do the same work. Both demos run in one Gradio app, as hxstate serves both pages from one
+process. Runs in `.venv-bench` (requirements-bench.txt); the app never needs Gradio.
+
+    .venv-bench/bin/python bench/gradio_demos.py --port 7860 [--model models/hxstate-chat]
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "hxstate-chat"
+# hxstate's defaults (webapp/__init__.py: CHAT_MAX_NEW_TOKENS, CHAT_MIN_NEW_TOKENS, CHAT_DO_SAMPLE,
+# CHAT_NO_REPEAT_NGRAM_SIZE), so that a reply costs the same work in both servers.
+GENERATION = dict(max_new_tokens=40, min_new_tokens=1, do_sample=False, no_repeat_ngram_size=3)
+
+
+def load(model_folder):
+    """The tokenizer and the model, from a local folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(model_folder).eval()
+
+
+def prompt_ids(tokenizer, context_size, texts):
+    """DialoGPT's prompt as hxstate builds it: every turn followed by eos, the oldest turns dropped
+    so that the prompt and the reply fit the context window."""
+    budget = context_size - GENERATION["max_new_tokens"]
+    kept = []
+    for text in reversed(texts):
+        ids = tokenizer.encode(text) + [tokenizer.eos_token_id]
+        if len(ids) > budget - len(kept):
+            if not kept:
+                kept = ids[-budget:]
+            break
+        kept = ids + kept
+    return kept
+
+
+def generate(tokenizer, model, texts):
+    """The ids the model generates after the conversation `texts` (oldest turn first)."""
+    import torch
+
+    ids = prompt_ids(tokenizer, model.config.n_positions, texts)
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                pad_token_id=tokenizer.eos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, **GENERATION)
+    return output[0, len(ids):].tolist()
+
+
+# The guide's global-state example, as written there: a module-level list every visitor shares.
+scores = []
+
+
+def track_score(score):
+    scores.append(score)
+    top_scores = sorted(scores, reverse=True)[:3]
+    return top_scores
+
+
+def score_demo():
+    """The guide's score tracker: a number in, the top scores out as JSON."""
+    import gradio as gr
+
+    return gr.Interface(track_score, gr.Number(label="Score"), gr.JSON(label="Top Scores"))
+
+
+def chat_demo(model_folder):
+    """The guide's session-state chatbot, answering with the model instead of a random phrase."""
+    import gradio as gr
+
+    tokenizer, model = load(model_folder)
+
+    def text_of(message):
+        content = message["content"]
+        if isinstance(content, str):
+            return content
+        return "".join(part.get("text", "") for part in content)
+
+    def respond(message, chat_history):
+        texts = [text_of(turn) for turn in chat_history] + [message]
+        reply = tokenizer.decode(generate(tokenizer, model, texts), skip_special_tokens=True).strip()
+        chat_history.append({"role": "user", "content": message})
+        chat_history.append({"role": "assistant", "content": reply})
+        return "", chat_history
+
+    with gr.Blocks() as demo:
+        chatbot = gr.Chatbot()
+        msg = gr.Textbox()
+        gr.ClearButton([msg, chatbot])
+        msg.submit(respond, [msg, chatbot], [msg, chatbot])
+    return demo
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--model", default=str(MODEL))
+    args = parser.parse_args()
+    import gradio as gr
+
+    demo = gr.TabbedInterface([score_demo(), chat_demo(args.model)], ["Scores", "Chat"])
+    demo.launch(server_name="127.0.0.1", server_port=args.port, show_error=True)
+
+
+if __name__ == "__main__":
+    main()
