@@ -1,6 +1,7 @@
 """The generation scheduler: batches that change no reply, a bounded queue, deadlines."""
 
 import logging
+import random
 import re
 import threading
 import time
@@ -190,3 +191,23 @@ def test_an_overloaded_model_answers_503_with_retry_after_and_loses_nothing(make
 def test_a_lock_timeout_shorter_than_the_time_limit_is_refused(make_app):
     with pytest.raises(ValueError, match="CHAT_LOCK_TIMEOUT"):
         make_app(CHAT_TIME_LIMIT=60, CHAT_LOCK_TIMEOUT=30)
+
+
+def test_no_repeat_ngrams_ignore_left_padding_and_otherwise_ban_what_transformers_bans():
+    import torch
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from webapp.chat_model import NoRepeatNGrams
+
+    eos, rng = 0, random.Random(4)
+    for _ in range(200):
+        row = [rng.randrange(6) for _ in range(rng.randint(1, 12))]
+        pad = rng.randint(0, 4)
+        scores = torch.zeros(1, 6)
+        expected = NoRepeatNGramLogitsProcessor(3)(torch.tensor([row]), scores.clone())
+        padded = NoRepeatNGrams(3, [pad])(torch.tensor([[eos] * pad + row]), scores.clone())
+        assert torch.equal(padded, expected), (row, pad)
+    # What the padding would add: after "eos A", the prompt's opening "A B" must not ban B.
+    row, scores = [1, 2, eos, 1], torch.zeros(1, 6)
+    assert NoRepeatNGramLogitsProcessor(3)(torch.tensor([[eos] + row]), scores.clone())[0, 2] == -float("inf")
+    assert NoRepeatNGrams(3, [1])(torch.tensor([[eos] + row]), scores.clone())[0, 2] == 0

@@ -16,7 +16,8 @@ import time
 
 import torch
 from flask import current_app
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
+                          StoppingCriteria, StoppingCriteriaList)
 from transformers.generation.streamers import BaseStreamer
 
 from .generation import Job, ModelError
@@ -53,6 +54,29 @@ class _RowStreamer(BaseStreamer):
             job.finish(self.model.decode(self.ids[row]), job.stopped)
 
 
+class NoRepeatNGrams(LogitsProcessor):
+    """transformers' `no_repeat_ngram_size`, blind to each row's left padding.
+
+    The padding is eos tokens, like the turn separators: counted as text, it would make n-grams
+    that the same prompt alone does not have, and a batched reply could differ from a lone one.
+    """
+
+    def __init__(self, size, pads):
+        self.size, self.pads = size, pads
+
+    def __call__(self, input_ids, scores):
+        for row, pad in enumerate(self.pads):
+            tokens = input_ids[row, pad:].tolist()
+            start = len(tokens) - self.size + 1  # where the n-gram being completed starts
+            if start < 0:
+                continue
+            tail = tokens[start:]
+            banned = [tokens[i + self.size - 1] for i in range(start)
+                      if tokens[i:i + self.size - 1] == tail]
+            scores[row, banned] = -float("inf")
+        return scores
+
+
 class _Deadlines(StoppingCriteria):
     """Stops each row whose job is past its deadline or was given up."""
 
@@ -85,8 +109,9 @@ class ChatModel:
                              or self.tokenizer.model_max_length)
         self.max_new_tokens = min(max_new_tokens, self.context_size - 1)
         self.seed = seed
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.generation = dict(max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens,
-                               do_sample=do_sample, no_repeat_ngram_size=no_repeat_ngram_size,
+                               do_sample=do_sample,
                                pad_token_id=self.eos, eos_token_id=self.eos)
         if do_sample:
             self.generation.update(top_p=top_p, temperature=temperature)
@@ -123,7 +148,12 @@ class ChatModel:
             with self._lock, torch.inference_mode():
                 if self.seed is not None:
                     torch.manual_seed(self.seed)
+                processors = LogitsProcessorList()
+                if self.no_repeat_ngram_size:
+                    processors.append(NoRepeatNGrams(self.no_repeat_ngram_size,
+                                                     [width - len(ids) for ids in prompts]))
                 self.model.generate(input_ids, attention_mask=mask, streamer=_RowStreamer(self, jobs),
+                                    logits_processor=processors,
                                     stopping_criteria=StoppingCriteriaList([_Deadlines(jobs, self.eos)]),
                                     **self.generation)
         except Exception as error:
