@@ -3,6 +3,7 @@
 import re
 import threading
 import time
+from contextlib import contextmanager
 from html import unescape
 
 import pytest
@@ -57,12 +58,23 @@ def saved_reply(browser, turn):
     return unescape(found.group(1)) if found else None
 
 
-def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_what_streamed(make_app):
-    model = SteppedModel("streamed", "word", "by", "word")
+@contextmanager
+def one_message(make_app, model):
+    """Serve an app answering with `model` and send it a message; yield the browser, the message's
+    turn id and a second connection of the same browser to read the reply on."""
     with serve(make_app(CHAT_MODEL=model)) as url:
         browser = Browser(int(url.rsplit(":", 1)[1]))
-        turn = sent_turn(browser, "hello")
         reader = Browser(browser.port, browser.cookie, browser.token)
+        try:
+            yield browser, sent_turn(browser, "hello"), reader
+        finally:
+            reader.close()
+            browser.close()
+
+
+def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_what_streamed(make_app):
+    model = SteppedModel("streamed", "word", "by", "word")
+    with one_message(make_app, model) as (browser, turn, reader):
         stream = events(reader.stream(f"/chat/replies/{turn}"))
         model.steps.release()
         first = next(stream)
@@ -74,15 +86,11 @@ def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_w
         assert "".join(pieces(first) + [p for data in rest for p in pieces(data)]) == "streamed word by word"
         assert re.search(rf'<p class="bubble bot" id="reply-{turn}">.*streamed word by word</p>', rest[-1])
         assert saved_reply(browser, turn) == "streamed word by word"
-        reader.close()
 
 
 def test_a_browser_that_leaves_mid_stream_finds_the_whole_reply_on_refresh(make_app):
     model = SteppedModel("kept", "after", "you", "left")
-    with serve(make_app(CHAT_MODEL=model)) as url:
-        browser = Browser(int(url.rsplit(":", 1)[1]))
-        turn = sent_turn(browser, "hello")
-        reader = Browser(browser.port, browser.cookie, browser.token)
+    with one_message(make_app, model) as (browser, turn, reader):
         response = reader.stream(f"/chat/replies/{turn}")
         model.steps.release()
         assert pieces(next(events(response))) == ["kept"]
@@ -98,10 +106,7 @@ def test_a_browser_that_leaves_mid_stream_finds_the_whole_reply_on_refresh(make_
 
 def test_a_refresh_mid_stream_follows_the_same_generation(make_app):
     model = SteppedModel("one", "generation", "only")
-    with serve(make_app(CHAT_MODEL=model)) as url:
-        browser = Browser(int(url.rsplit(":", 1)[1]))
-        turn = sent_turn(browser, "hello")
-        first = Browser(browser.port, browser.cookie, browser.token)
+    with one_message(make_app, model) as (browser, turn, first):
         first_events = events(first.stream(f"/chat/replies/{turn}"))
         model.steps.release()
         assert pieces(next(first_events)) == ["one"]
@@ -113,7 +118,6 @@ def test_a_refresh_mid_stream_follows_the_same_generation(make_app):
             assert re.search(r'<p class="bubble bot" id="reply-\d+">.*one generation only</p>', list(stream)[-1])
         assert len(model.jobs) == 1 and saved_reply(browser, turn) == "one generation only"
         assert browser.request("GET", "/chat", htmx=False).count('class="bubble bot"') == 1
-        first.close()
         second.close()
 
 
