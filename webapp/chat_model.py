@@ -41,7 +41,7 @@ class _RowStreamer(BaseStreamer):
             if job.done:
                 continue
             if token == self.model.eos:
-                job.finish(self.model.decode(self.ids[row]), job.stopped)
+                job.finish(self.model.decode(self.ids[row]))
                 continue
             self.ids[row].append(token)
             job.tokens = len(self.ids[row])
@@ -51,7 +51,7 @@ class _RowStreamer(BaseStreamer):
 
     def end(self):
         for row, job in enumerate(self.jobs):
-            job.finish(self.model.decode(self.ids[row]), job.stopped)
+            job.finish(self.model.decode(self.ids[row]))
 
 
 class NoRepeatNGrams(LogitsProcessor):
@@ -142,16 +142,16 @@ class ChatModel:
         """Generate the replies of a batch of jobs in one go, publishing their text as it grows."""
         prompts = [self.prompt_ids(job.texts) for job in jobs]
         width = max(map(len, prompts))
-        input_ids = torch.tensor([[self.eos] * (width - len(ids)) + ids for ids in prompts])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        pads = [width - len(ids) for ids in prompts]
+        input_ids = torch.tensor([[self.eos] * pad + ids for pad, ids in zip(pads, prompts)])
+        mask = torch.tensor([[0] * pad + [1] * len(ids) for pad, ids in zip(pads, prompts)])
         try:
             with self._lock, torch.inference_mode():
                 if self.seed is not None:
                     torch.manual_seed(self.seed)
                 processors = LogitsProcessorList()
                 if self.no_repeat_ngram_size:
-                    processors.append(NoRepeatNGrams(self.no_repeat_ngram_size,
-                                                     [width - len(ids) for ids in prompts]))
+                    processors.append(NoRepeatNGrams(self.no_repeat_ngram_size, pads))
                 self.model.generate(input_ids, attention_mask=mask, streamer=_RowStreamer(self, jobs),
                                     logits_processor=processors,
                                     stopping_criteria=StoppingCriteriaList([_Deadlines(jobs, self.eos)]),

@@ -3,8 +3,9 @@
 A request never calls the model itself: it submits a `Job` and reads the job's text as it grows.
 One thread per process runs the model; replies that arrive while it is busy wait in a bounded
 queue and go together, up to `CHAT_BATCH_SIZE`, into the next `generate`. On a CPU one decoding
-step of a batch of eight costs little more than a step of one (the weights are read once per step
-either way), so batching multiplies the tokens per second the process serves. Each job has a
+step of a batch costs less than a step per reply (the weights are read once per step for all
+rows), so batching raises the tokens per second the process serves; by how much depends on the
+CPU (bench/README.md). Each job has a
 deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops.
 
 The thread starts on the first job, so each gunicorn worker starts its own after the fork, and
@@ -54,11 +55,11 @@ class Job:
             self.text = text
             self._changed.notify_all()
 
-    def finish(self, text, stopped=None):
-        """End the job with its whole reply; `stopped` says why it was cut short, if it was."""
+    def finish(self, text):
+        """End the job with its whole reply (cut short if `stopped` says why)."""
         with self._changed:
             if not self.done:
-                self.text, self.stopped, self.done = text, stopped, True
+                self.text, self.done = text, True
                 self._changed.notify_all()
 
     def fail(self, error):

@@ -138,24 +138,29 @@ def _stream(reply):
     return response
 
 
-def _answer(sid, turn_id):
-    """Make sure the user turn `turn_id` has a reply; return its exchange and a failure or None."""
-    reply = _Reply.start(sid, turn_id)
+def _outcome(reply):
+    """The exchange and failure (or None) of a reply started by `_Reply.start`, once finished."""
     if isinstance(reply, Exchange):
         return reply, None
     return reply.finish(), reply.failure
 
 
-def _after_plain_post(failure=None, turn_id=None):
-    """Post/redirect/get for forms sent without JavaScript; a failure is shown on the page."""
+def _render_outcome(fragment, failure, **context):
+    """Render a fragment after a reply attempt: 500, or 503 with Retry-After, if it failed."""
+    status = 200 if failure is None else 503 if failure == MODEL_BUSY else 500
+    response = _render(fragment, status, failure=failure, **context)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def _after_plain_post(sid, turn_id):
+    """Answer a form sent without JavaScript once the reply is made: post/redirect/get, or the
+    page with the failure shown."""
+    _, failure = _outcome(_Reply.start(sid, turn_id))
     if failure:
-        return _render("chat/_log.html", _status(failure), failures={turn_id: failure})
+        return _render_outcome("chat/_log.html", failure, failures={turn_id: failure})
     return redirect(url_for("chat.index"), 303)
-
-
-def _status(failure):
-    """The HTTP status of a reply that could not be made."""
-    return 503 if failure == MODEL_BUSY else 500
 
 
 @bp.get("/chat")
@@ -175,8 +180,7 @@ def send():
     turn = current_history().add_user_turn(sid, text.strip())
     if wants_fragment():
         return _render("chat/_sent.html", exchanges=[], exchange=Exchange(turn, None))
-    _, failure = _answer(sid, turn.id)
-    return _after_plain_post(failure, turn.id)
+    return _after_plain_post(sid, turn.id)
 
 
 @bp.post("/chat/replies/<int:turn_id>")
@@ -187,16 +191,12 @@ def reply(turn_id):
     """
     sid = browser_id()
     if not wants_fragment():
-        _, failure = _answer(sid, turn_id)
-        return _after_plain_post(failure, turn_id)
+        return _after_plain_post(sid, turn_id)
     reply = _Reply.start(sid, turn_id)
     if isinstance(reply, _Reply) and "text/event-stream" in request.headers.get("Accept", ""):
         return _stream(reply)
-    exchange, failure = (reply, None) if isinstance(reply, Exchange) else (reply.finish(), reply.failure)
-    response = _render("chat/_reply.html", _status(failure) if failure else 200, exchanges=[],
-                       exchange=exchange, failure=failure)
-    if failure == MODEL_BUSY:
-        response.headers["Retry-After"] = "5"
+    exchange, failure = _outcome(reply)
+    response = _render_outcome("chat/_reply.html", failure, exchanges=[], exchange=exchange)
     response.vary.add("Accept")
     return response
 
