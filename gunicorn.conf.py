@@ -19,7 +19,7 @@ accesslog = os.environ.get("HXSTATE_ACCESS_LOG") or None
 def on_starting(server):
     """Refuse a weak secret key, and a worker count the configured stores cannot keep consistent."""
     from webapp.security import check_secret_key
-    from webapp.shared_store import check_workers
+    from webapp.workers import check_workers
 
     app = server.app.wsgi()
     check_secret_key(app)

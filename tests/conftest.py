@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh app per test, clients that carry the CSRF proof, a live server, Chromium."""
+"""Shared fixtures and helpers: a fresh app per test, clients that carry the CSRF proof, stand-in
+models, the chat as a client sees it, servers (in process and gunicorn), Redis, Chromium."""
 
 import os
 
@@ -6,7 +7,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import http.client  # noqa: E402
-import re  # noqa: E402
+import select  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -19,13 +20,22 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
+from html_tree import parse  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.chat_model import ChatModel  # noqa: E402
 
+# Hypothesis otherwise fails a test whose examples run or are made slowly: a busy machine's speed
+# is no fault of the code.
+settings.register_profile("hxstate", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("hxstate")
+
 CHROMIUM = os.environ.get("HXSTATE_CHROMIUM", "/usr/bin/chromium")
 HTMX = {"HX-Request": "true", "HX-Request-Type": "partial"}
+# What htmx with its event-stream extension sends for a chat reply.
+STREAM = {**HTMX, "Accept": "text/html, text/event-stream"}
 
 
 TINY_CORPUS = [
@@ -112,7 +122,7 @@ def app(make_app):
 
 def csrf_token(html):
     """The CSRF token a rendered page carries."""
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    return parse(html).find("input", name="csrf_token")["value"]
 
 
 def new_client(app):
@@ -127,6 +137,126 @@ def new_client(app):
 def client(app):
     """A client whose requests carry the CSRF proof."""
     return new_client(app)
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    """The model the default configuration loads (models/hxstate-chat), through the app's loading
+    path, seeded; shared by the tests that need a real, trained model."""
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": "sqlite://",
+                      "CHAT_SEED": 0})
+    assert app.config["CHAT_MODEL"] == str(ROOT / "models" / "hxstate-chat")
+    return app.extensions["chat_model"]
+
+
+class HeldModel(ScriptedModel):
+    """A ScriptedModel that answers a batch only while `go` is set (at first only if not `held`),
+    so that the test sees what happens meanwhile; it records the size of every batch."""
+
+    def __init__(self, *answers, held=True):
+        super().__init__(*answers)
+        self.batches = []
+        self.started = threading.Event()  # set once a batch has reached the model
+        self.go = threading.Event()
+        if not held:
+            self.go.set()
+
+    def generate(self, jobs):
+        self.batches.append(len(jobs))
+        self.started.set()
+        assert self.go.wait(30), "the test never let the model answer"
+        super().generate(jobs)
+
+
+def send(client, text, htmx=True):
+    """Post a chat message the way the page does; return the response."""
+    return client.post("/chat", data={"message": text}, headers=HTMX if htmx else {})
+
+
+def turn_id(html):
+    """The id of the message that the answer to `POST /chat` shows, with its reply on the way."""
+    exchange = parse(html).find("li", class_="exchange")
+    return int(exchange["id"].removeprefix("exchange-"))
+
+
+def chat(client, text):
+    """Send a message and fetch its reply, as the page's two chained requests do."""
+    sent = send(client, text)
+    assert sent.status_code == 200
+    return client.post(f"/chat/replies/{turn_id(sent.get_data(as_text=True))}", headers=HTMX)
+
+
+def said(bubble):
+    """What a chat bubble says, without who says it."""
+    who = bubble.find("span", class_="who")
+    return "".join(child if isinstance(child, str) else child.raw_text
+                   for child in bubble.children if child is not who).strip()
+
+
+def conversation(html):
+    """The (speaker, text) pairs of the messages and finished replies a chat page or fragment
+    shows, in order; a reply still on its way or failed is not among them."""
+    return [(bubble.find("span", class_="who").text.removesuffix(":"), said(bubble))
+            for bubble in parse(html).find_all("p", class_="bubble")]
+
+
+def failed_reply(html, turn):
+    """The failed reply to `turn` that `html` shows, checked to offer a Retry button."""
+    failed = parse(html).find("form", id=f"reply-{turn}")
+    assert failed is not None and "failed" in failed.classes, html
+    assert [button.text for button in failed.find_all("button")] == ["Retry"]
+    return failed
+
+
+def log(client):
+    """The conversation the chat page shows this client."""
+    return conversation(client.get("/chat").get_data(as_text=True))
+
+
+def sessions_table(app):
+    """The engine and the table of the app's sessions in the embedded database."""
+    interface = app.session_interface.inner
+    return interface.client.engine, interface.sql_session_model.__table__
+
+
+def set_expiry(app, expiry):
+    """Give every stored session this expiry, as if it had been written earlier."""
+    with app.app_context():
+        engine, table = sessions_table(app)
+        with engine.begin() as connection:
+            connection.execute(table.update().values(expiry=expiry))
+
+
+def when_called(owner, name):
+    """An event set each time the method `name` of the object `owner` (of it alone) has returned."""
+    called = threading.Event()
+    method = getattr(owner, name)
+
+    def call_and_tell(*args, **kwargs):
+        result = method(*args, **kwargs)
+        called.set()
+        return result
+
+    setattr(owner, name, call_and_tell)
+    return called
+
+
+def board_json(client):
+    """The score board as programs read it."""
+    return client.get("/scores.json").get_json()
+
+
+def type_message(page, text):
+    """Type a message into the chat box of a browser's page and press Enter."""
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def watch_csp(page):
+    """Record every CSP violation the browser's page reports into window.__violations."""
+    page.add_init_script("window.__violations = [];"
+                         "document.addEventListener('securitypolicyviolation',"
+                         " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -149,10 +279,10 @@ def app_env(tmp_path, tiny_model_dir):
             "HXSTATE_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}"}
 
 
-def gunicorn(env, *args, **settings):
+def gunicorn(env, *args, app="wsgi:app", **settings):
     """Start `gunicorn wsgi:app` from the repo root, so that gunicorn.conf.py applies."""
     return subprocess.Popen(
-        [str(GUNICORN), "wsgi:app", *args], cwd=ROOT, env={**env, **settings},
+        [str(GUNICORN), app, *args], cwd=ROOT, env={**env, **settings},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -172,15 +302,64 @@ def wait_until_serving(server, port, timeout=60):
 
 
 def stop(server):
-    """Stop a gunicorn master and its workers."""
+    """Stop a gunicorn master and its workers; kill them if they outlast gunicorn's graceful timeout."""
     server.terminate()
-    server.communicate(timeout=30)
+    try:
+        server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
+
+
+class ServerSteps:
+    """Steps the model of a gunicorn server that serves `stepped_model:create_app()`, through two
+    FIFOs: the test releases the model's words, and learns which worker starts each batch."""
+
+    def __init__(self, folder):
+        self.env, self._fds, self._started = {}, {}, b""
+        for name in ("steps", "started"):
+            path = folder / name
+            os.mkfifo(path)
+            # Open for reading and writing, so that neither this open nor the server's waits for the other.
+            self._fds[name] = os.open(path, os.O_RDWR)
+            self.env[f"STEPPED_MODEL_{name.upper()}"] = str(path)
+
+    def gunicorn(self, env, *args, **settings):
+        """Start gunicorn as `gunicorn()` does, serving the app with this stepped model."""
+        return gunicorn({**env, **self.env}, "--pythonpath", str(ROOT / "tests"), *args,
+                        app="stepped_model:create_app()", **settings)
+
+    def release(self, steps=1):
+        """Let the model write `steps` more words."""
+        os.write(self._fds["steps"], b"." * steps)
+
+    def started(self, timeout=60):
+        """The process id of the worker that started the next batch, once one has."""
+        while b"\n" not in self._started:
+            ready, _, _ = select.select([self._fds["started"]], [], [], timeout)
+            assert ready, f"no worker started a batch within {timeout} s"
+            self._started += os.read(self._fds["started"], 4096)
+        line, self._started = self._started.split(b"\n", 1)
+        return int(line)
+
+    def close(self):
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+@pytest.fixture
+def server_steps(tmp_path):
+    """Steps for the model of a gunicorn server that this test starts."""
+    steps = ServerSteps(tmp_path)
+    yield steps
+    steps.close()
 
 
 def redis_answers(port=REDIS_PORT):
     """Whether a Redis server answers PING on loopback at `port`."""
     try:
-        return redis.Redis(host=REDIS_HOST, port=port, socket_connect_timeout=1).ping()
+        with redis.Redis(host=REDIS_HOST, port=port, socket_connect_timeout=1) as client:
+            return client.ping()
     except redis.RedisError:
         return False
 
@@ -193,10 +372,10 @@ def redis_config(request):
                     f"(scripts/test does) — the Redis tests are never skipped.")
     prefix = f"hxstate-test:{request.node.name}:{os.getpid()}:"
     yield {"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "REDIS_KEY_PREFIX": prefix}
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
 
 
 class RedisServer:
@@ -221,7 +400,8 @@ class RedisServer:
     def stop(self):
         """Shut down after writing the data to disk, as a restarted production server keeps it."""
         try:
-            redis.Redis(host=REDIS_HOST, port=self.port).shutdown(save=True)
+            with redis.Redis(host=REDIS_HOST, port=self.port) as client:
+                client.shutdown(save=True)
         except redis.ConnectionError:
             pass
         self.process.wait(timeout=10)
@@ -280,8 +460,11 @@ class Browser:
         self.port, self.cookie, self.token = port, cookie, token
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         if cookie is None:
-            page = self.request("GET", "/scores", htmx=False)
-            self.token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            try:
+                self.token = csrf_token(self.request("GET", "/scores", htmx=False))
+            except BaseException:
+                self.close()
+                raise
 
     def request(self, method, path, body=None, new_connection=False, htmx=True):
         """Send a request (as htmx does, by default); return the body after checking for a 2xx."""
@@ -304,8 +487,8 @@ class Browser:
 
     def stream(self, path, body=None):
         """Post as htmx with its event-stream extension does; return the open response."""
-        headers = {**HTMX, "Accept": "text/html, text/event-stream", "Cookie": self.cookie,
-                   "X-CSRFToken": self.token, "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {**STREAM, "Cookie": self.cookie, "X-CSRFToken": self.token,
+                   "Content-Type": "application/x-www-form-urlencoded"}
         self.conn.request("POST", path, body=body, headers=headers)
         response = self.conn.getresponse()
         assert response.status == 200, (response.status, response.read())
@@ -330,26 +513,17 @@ def browsers():
         browser.close()
 
 
-def events(response):
-    """Yield the data of each server-sent event of a response as it arrives."""
-    lines = []
-    while line := response.readline().decode():
-        if line in ("\n", "\r\n"):
-            if lines:
-                yield "\n".join(lines)
-            lines = []
-        elif line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" ").rstrip("\r\n"))
-
-
-@pytest.fixture(scope="session")
-def slow_model_dir(tiny_model_dir, tmp_path_factory):
-    """A randomly initialised model large enough that a reply takes seconds on this CPU."""
-    from transformers import AutoTokenizer
-
-    return save_random_gpt2(tmp_path_factory.mktemp("slow-chat-model"),
-                            AutoTokenizer.from_pretrained(tiny_model_dir),
-                            n_positions=1024, n_embd=256, n_layer=6, n_head=4)
+def events(chunks):
+    """Yield the data of each server-sent event in `chunks` (str or bytes: an HTTP response read
+    line by line, a test response's body piece by piece, or a whole body) as it arrives."""
+    pending = ""
+    for chunk in chunks:
+        pending += chunk.decode() if isinstance(chunk, bytes) else chunk
+        *complete, pending = pending.replace("\r\n", "\n").split("\n\n")
+        for event in complete:
+            data = [line[5:].removeprefix(" ") for line in event.split("\n") if line.startswith("data:")]
+            if data:
+                yield "\n".join(data)
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 
 import logging
 import random
-import re
 import threading
 import time
 
 import pytest
 
-from conftest import HTMX, ScriptedModel, new_client
-from test_chat import log, send
-from webapp import ROOT, generation
+from conftest import HTMX, HeldModel, ScriptedModel, log, new_client, send, turn_id, when_called
+from html_tree import text_of
 from webapp.chat_model import TIME_LIMIT, ChatModel
 from webapp.generation import Job, Overloaded, Scheduler
 from webapp.pages.chat import MODEL_BUSY
@@ -29,11 +27,6 @@ CONVERSATIONS = [
 
 def job(texts, seconds=60):
     return Job(texts, time.monotonic() + seconds)
-
-
-@pytest.fixture(scope="module")
-def shipped_model():
-    return ChatModel(str(ROOT / "models" / "hxstate-chat"), max_new_tokens=40, no_repeat_ngram_size=3)
 
 
 @pytest.mark.parametrize("which", ["shipped", "tiny"])
@@ -60,88 +53,94 @@ def test_each_row_stops_at_its_own_deadline(shipped_model):
     assert on_time.stopped is None and on_time.tokens > 1 and on_time.text.startswith(late.text)
 
 
-class RecordingModel(ScriptedModel):
-    """Records the size of every batch; the first batch waits until the test opens the gate."""
-
-    def __init__(self):
-        super().__init__()
-        self.batches = []
-        self.started = threading.Event()
-        self.gate = threading.Event()
-
-    def generate(self, jobs):
-        self.batches.append(len(jobs))
-        self.started.set()
-        assert self.gate.wait(30)
-        super().generate(jobs)
-
-
-def scheduler(model, batch_size=8, queue_size=32, time_limit=60):
+def scheduler(model, batch_size=8, queue_size=32, time_limit=60, **options):
     return Scheduler(model, batch_size=batch_size, queue_size=queue_size, time_limit=time_limit,
-                     logger=logging.getLogger("test"))
+                     logger=logging.getLogger("test"), **options)
 
 
 def test_replies_that_arrive_while_the_model_is_busy_are_batched_up_to_the_batch_size():
-    model = RecordingModel()
+    model = HeldModel()
     runner = scheduler(model, batch_size=3)
     first = runner.submit(["first"])
     assert model.started.wait(10)
     waiting = [runner.submit([f"message {k}"]) for k in range(5)]
-    model.gate.set()
+    model.go.set()
     assert [each.result() for each in [first, *waiting]] == [f"reply {k}" for k in range(1, 7)]
     assert model.batches == [1, 3, 2]
 
 
+class WatchedWake(threading.Condition):
+    """A scheduler's wake-up condition that tells the test how many jobs were waiting each time the
+    scheduler began to wait on it."""
+
+    def __init__(self, runner):
+        super().__init__()
+        self.runner = runner
+        self.waits = []  # the number of jobs waiting, at each wait
+        self._waited = threading.Condition()
+
+    def wait(self, timeout=None):
+        with self._waited:
+            self.waits.append(len(self.runner._waiting))
+            self._waited.notify_all()
+        return super().wait(timeout)
+
+    def until_waiting_with(self, jobs):
+        """Return once the scheduler is waiting for more although `jobs` jobs are waiting."""
+        with self._waited:
+            assert self._waited.wait_for(lambda: jobs in self.waits, 30), self.waits
+
+
 def test_chats_that_answer_just_after_their_batch_ends_share_the_next_one():
-    model = RecordingModel()
-    runner = scheduler(model, batch_size=8)
-    runner.batch_wait = 2
+    model = HeldModel()
+    runner = scheduler(model, batch_size=8, batch_wait=60)
+    runner._wake = wake = WatchedWake(runner)
     first = runner.submit(["first"])
     assert model.started.wait(10)
     batch = [runner.submit([f"message {k}"]) for k in range(3)]
-    model.gate.set()
+    model.go.set()
     for each in [first, *batch]:
         each.result()
     again = []
     for k in range(3):  # one after the other, the way their browsers answer
         again.append(runner.submit([f"again {k}"]))
-        time.sleep(0.05)
+        if k < 2:  # the scheduler holds the job for the others rather than start it alone
+            wake.until_waiting_with(k + 1)
     for each in again:
         each.result()
     assert model.batches == [1, 3, 3]
 
 
 def test_a_full_queue_refuses_a_job_and_keeps_the_others():
-    model = RecordingModel()
+    model = HeldModel()
     runner = scheduler(model, batch_size=1, queue_size=2)
     running = runner.submit(["running"])
     assert model.started.wait(10)
     queued = [runner.submit(["one"]), runner.submit(["two"])]
     with pytest.raises(Overloaded):
         runner.submit(["three"])
-    model.gate.set()
+    model.go.set()
     assert [each.result() for each in [running, *queued]] == ["reply 1", "reply 2", "reply 3"]
     assert runner.submit(["room again"]).result() == "reply 4"
 
 
 def test_a_job_that_waited_past_its_time_limit_is_not_started():
-    model = RecordingModel()
-    runner = scheduler(model, batch_size=1, time_limit=0.2)
+    model = HeldModel()
+    runner = scheduler(model, batch_size=1)
     running = runner.submit(["running"])
     assert model.started.wait(10)
+    runner.time_limit = 0  # the next job's time is up before the model is free for it
     late = runner.submit(["late"])
-    time.sleep(0.3)
-    model.gate.set()
+    model.go.set()
     assert running.result() == "reply 1"
     with pytest.raises(Overloaded):
         late.result()
     assert model.batches == [1]
 
 
-def test_the_thread_leaves_when_idle_and_comes_back_with_work(monkeypatch):
-    monkeypatch.setattr(generation, "IDLE_SECONDS", 0.05)
+def test_the_thread_leaves_when_idle_and_comes_back_with_work():
     model = ScriptedModel()
-    runner = scheduler(model)
+    runner = scheduler(model, idle_seconds=0.05)
     assert runner.submit(["a"]).result() == "reply 1"
     thread = runner._thread
     thread.join(5)
@@ -150,13 +149,10 @@ def test_the_thread_leaves_when_idle_and_comes_back_with_work(monkeypatch):
 
 
 def test_an_overloaded_model_answers_503_with_retry_after_and_loses_nothing(make_app):
-    model = RecordingModel()
+    model = HeldModel()
     app = make_app(CHAT_MODEL=model, CHAT_BATCH_SIZE=1, CHAT_QUEUE_SIZE=1)
     clients = [new_client(app) for _ in range(3)]
-    turns = []
-    for k, client in enumerate(clients):
-        sent = send(client, f"message {k}")
-        turns.append(re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1))
+    turns = [turn_id(send(client, f"message {k}").get_data(as_text=True)) for k, client in enumerate(clients)]
     answers = {}
 
     def ask(k):
@@ -165,19 +161,16 @@ def test_an_overloaded_model_answers_503_with_retry_after_and_loses_nothing(make
     asking = [threading.Thread(target=ask, args=(0,))]
     asking[0].start()
     assert model.started.wait(10)
+    queued = when_called(app.extensions["generation"], "submit")
     asking.append(threading.Thread(target=ask, args=(1,)))
     asking[1].start()
-    queue = app.extensions["generation"]._waiting
-    deadline = time.monotonic() + 10
-    while not queue:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert queued.wait(10)
     refused = clients[2].post(f"/chat/replies/{turns[2]}", headers=HTMX)
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
     assert refused.headers["HX-Retarget"] == "#alerts"
-    assert MODEL_BUSY in refused.get_data(as_text=True)
+    assert MODEL_BUSY in text_of(refused.get_data(as_text=True))
     assert log(clients[2]) == [("You", "message 2")]
-    model.gate.set()
+    model.go.set()
     for thread in asking:
         thread.join(30)
     assert [answers[k].status_code for k in (0, 1)] == [200, 200]

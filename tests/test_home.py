@@ -1,16 +1,17 @@
 """The home page lists every registered page."""
 
+from html_tree import parse
 from webapp.pages import PAGES
 
 
 def test_home_lists_every_registered_page(client):
-    html = client.get("/").get_data(as_text=True)
+    home = parse(client.get("/").get_data(as_text=True))
     assert PAGES
-    for page in PAGES:
-        assert page.TITLE in html and page.DESCRIPTION in html
-        assert f'href="/{page.bp.name}"' in html
+    listed = [(item.find("a")["href"], item.text) for item in home.find("ul", class_="pages").find_all("li")]
+    assert listed == [(f"/{page.bp.name}", f"{page.TITLE} — {page.DESCRIPTION}") for page in PAGES]
 
 
 def test_navigation_marks_the_current_page(client):
-    html = client.get("/scores").get_data(as_text=True)
-    assert '<a href="/scores"\n     aria-current="page">' in html
+    navigation = parse(client.get("/scores").get_data(as_text=True)).find("nav")
+    assert [link["href"] for link in navigation.find_all("a") if link.get("aria-current") == "page"] == [
+        "/scores"]

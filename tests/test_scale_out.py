@@ -4,22 +4,17 @@ import http.client
 import json
 import os
 import random
-import re
 import signal
 import threading
-import time
 
 import pytest
 import redis
 
-from conftest import (HTMX, ScriptedModel, free_port, gunicorn, in_threads, new_client, stop,
-                      wait_until_serving)
-from test_chat import chat, log
-from webapp.scores import RedisScoreBoard
-
-
-def board_json(client):
-    return client.get("/scores.json").get_json()
+from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, free_port, gunicorn, in_threads,
+                      log, new_client, send, stop, turn_id, wait_until_serving)
+from html_tree import parse, text_of
+from stepped_model import WORDS
+from webapp.score_board import RedisScoreBoard
 
 
 def test_redis_board_shows_what_the_memory_board_shows(make_app, redis_config):
@@ -42,8 +37,8 @@ def test_redis_board_keeps_equal_scores_and_bounded_memory(make_app, redis_confi
     for value in ["5", "5", "1", "5", "2"] * 40:
         client.post("/scores", data={"score": value}, headers=HTMX)
     assert board_json(client) == {"top": [5, 5, 5], "count": 200}
-    store = redis.Redis.from_url(redis_config["REDIS_URL"])
-    assert store.zcard(redis_config["REDIS_KEY_PREFIX"] + "scores:top") == 3
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as store:
+        assert store.zcard(redis_config["REDIS_KEY_PREFIX"] + "scores:top") == 3
 
 
 def test_redis_board_is_exact_under_concurrency(make_app, redis_config):
@@ -87,38 +82,38 @@ def test_session_and_history_expire_in_redis(make_app, redis_config):
     app = make_app(PERMANENT_SESSION_LIFETIME=600, CHAT_MODEL=ScriptedModel(), **redis_config)
     client = new_client(app)
     chat(client, "hi")
-    store = redis.Redis.from_url(redis_config["REDIS_URL"])
     sid = client.get_cookie("session").value
     prefix = redis_config["REDIS_KEY_PREFIX"]
-    assert 0 < store.ttl(prefix + "session:" + sid) <= 600
-    assert 0 < store.ttl(prefix + "chat:" + sid) <= 600
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as store:
+        assert 0 < store.ttl(prefix + "session:" + sid) <= 600
+        assert 0 < store.ttl(prefix + "chat:" + sid) <= 600
 
 
 def message_under_held_lock(app, redis_config, lock_timeout):
     """Send a message, then take its session's reply lock as another worker would; return both."""
     client = new_client(app)
-    sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
-    turn_id = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
     sid = client.get_cookie("session").value
-    store = redis.Redis.from_url(redis_config["REDIS_URL"])
-    lock = store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=lock_timeout)
-    assert lock.acquire()
-    return client, turn_id
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as store:
+        lock = store.lock(redis_config["REDIS_KEY_PREFIX"] + "chat:lock:" + sid, timeout=lock_timeout)
+        assert lock.acquire()
+    return client, turn
 
 
 def test_a_dead_workers_lock_expires(make_app, redis_config):
     app = make_app(CHAT_MODEL=ScriptedModel("after the lock"), CHAT_LOCK_WAIT=10, **redis_config)
     # A worker killed while generating leaves its lock behind, with the timeout it took it with.
-    client, turn_id = message_under_held_lock(app, redis_config, lock_timeout=1)
-    answered = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
-    assert answered.status_code == 200 and "after the lock" in answered.get_data(as_text=True)
+    client, turn = message_under_held_lock(app, redis_config, lock_timeout=1)
+    answered = client.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert answered.status_code == 200 and conversation(answered.get_data(as_text=True)) == [
+        ("Bot", "after the lock")]
 
 
 def test_a_held_lock_makes_the_reply_wait_then_answer_busy(make_app, redis_config):
     app = make_app(CHAT_MODEL=ScriptedModel(), CHAT_LOCK_WAIT=0.5, **redis_config)
-    client, turn_id = message_under_held_lock(app, redis_config, lock_timeout=30)
-    busy = client.post(f"/chat/replies/{turn_id}", headers=HTMX)
-    assert busy.status_code == 503 and "still busy" in busy.get_data(as_text=True)
+    client, turn = message_under_held_lock(app, redis_config, lock_timeout=30)
+    busy = client.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert busy.status_code == 503 and "still busy" in text_of(busy.get_data(as_text=True))
     assert log(client) == [("You", "hello")]
 
 
@@ -134,7 +129,7 @@ def test_redis_outage_is_a_503_and_the_app_recovers(make_app, private_redis):
                      client.post("/chat", data={"message": "lost?"}, headers=HTMX)):
         html = response.get_data(as_text=True)
         assert response.status_code == 503, html
-        assert "cannot be reached right now" in html and "Traceback" not in html
+        assert "cannot be reached right now" in text_of(html) and "Traceback" not in html
         assert response.headers["Retry-After"] == "5"
     fragment = client.post("/scores", data={"score": "6"}, headers=HTMX)
     assert fragment.headers["HX-Retarget"] == "#alerts" and "<html" not in fragment.get_data(as_text=True)
@@ -190,38 +185,22 @@ def test_three_gunicorn_workers_share_one_board(redis_server_env, browsers):
         stop(server)
 
 
-def busiest_worker(master_pid, seconds=0.5):
-    """The child of `master_pid` that used the most CPU over the next `seconds`."""
-    def children():
-        with open(f"/proc/{master_pid}/task/{master_pid}/children") as file:
-            return [int(pid) for pid in file.read().split()]
-
-    def cpu(pid):
-        with open(f"/proc/{pid}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    before = {pid: cpu(pid) for pid in children()}
-    time.sleep(seconds)
-    return max(before, key=lambda pid: cpu(pid) - before[pid])
-
-
-def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, slow_model_dir,
-                                                              browsers):
+def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, server_steps, browsers):
     env, port, access_log, args = redis_server_env
-    env = {**env, "HXSTATE_CHAT_MODEL": str(slow_model_dir), "HXSTATE_CHAT_MAX_NEW_TOKENS": "600",
-           "HXSTATE_CHAT_MIN_NEW_TOKENS": "600", "HXSTATE_CHAT_NO_REPEAT_NGRAM_SIZE": "0",
-           "HXSTATE_CHAT_TIME_LIMIT": "3", "HXSTATE_CHAT_LOCK_TIMEOUT": "9"}
-    server = gunicorn(env, *args)
+    env = {**env, "HXSTATE_CHAT_TIME_LIMIT": "3", "HXSTATE_CHAT_LOCK_TIMEOUT": "9"}
+    server = server_steps.gunicorn(env, *args)
+    reply = " ".join(WORDS)
     try:
         wait_until_serving(server, port)
         bystander = browsers(port)
         for k in range(2):
             sent = bystander.request("POST", "/chat", f"message=hello+{k}", new_connection=True)
-            turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
-            bystander.request("POST", f"/chat/replies/{turn}", new_connection=True)
+            server_steps.release(len(WORDS))
+            bystander.request("POST", f"/chat/replies/{turn_id(sent)}", new_connection=True)
+            server_steps.started()
         before = bystander.request("GET", "/chat", new_connection=True)
-        assert before.count('<p class="bubble bot') == 2
+        assert conversation(before) == [("You", "hello 0"), ("Bot", reply),
+                                        ("You", "hello 1"), ("Bot", reply)]
         for _ in range(100):  # until the session has been served by several workers
             if len(worker_pids(access_log, "/chat")) >= 2:
                 break
@@ -229,8 +208,7 @@ def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, 
         assert len(worker_pids(access_log, "/chat")) >= 2
 
         victim = browsers(port)
-        sent = victim.request("POST", "/chat", "message=interrupted")
-        turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
+        turn = turn_id(victim.request("POST", "/chat", "message=interrupted"))
         failures = []
 
         def ask_for_reply():
@@ -241,15 +219,17 @@ def test_chat_moves_between_workers_and_survives_a_killed_one(redis_server_env, 
 
         asking = threading.Thread(target=ask_for_reply)
         asking.start()
-        time.sleep(0.5)
-        os.kill(busiest_worker(server.pid), signal.SIGKILL)
+        os.kill(server_steps.started(), signal.SIGKILL)  # the worker generating the reply
         asking.join(timeout=60)
         assert failures, "the reply finished before its worker was killed"
 
         assert bystander.request("GET", "/chat", new_connection=True) == before
         page = victim.request("GET", "/chat", new_connection=True)
-        assert "interrupted" in page and 'class="bubble bot pending"' in page
+        assert conversation(page) == [("You", "interrupted")]
+        pending = parse(page).find(id=f"reply-{turn}")
+        assert pending.tag == "form" and "pending" in pending.classes
+        server_steps.release(len(WORDS))
         answered = victim.request("POST", f"/chat/replies/{turn}", new_connection=True)
-        assert '<p class="bubble bot' in answered
+        assert conversation(answered) == [("Bot", reply)]
     finally:
         stop(server)

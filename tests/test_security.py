@@ -1,7 +1,6 @@
 """Security headers on every kind of response, and pages that run under the strict CSP."""
 
 import math
-import re
 
 import pytest
 from flask import abort
@@ -9,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool
 
-from conftest import HTMX, ScriptedModel, new_client, serve
+from conftest import HTMX, ScriptedModel, chat, conversation, new_client, serve, type_message, watch_csp
+from html_tree import parse, text_of
 from webapp.errors import MESSAGES
-from webapp.scores import InvalidScore, parse_score
+from webapp.score_values import InvalidScore, parse_score
 
 EXPECTED = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
             "X-Frame-Options": "DENY"}
@@ -49,17 +49,14 @@ def test_pages_work_without_any_csp_violation(browser, make_app):
     app = make_app(CHAT_MODEL=ScriptedModel("a reply"))
     with serve(app) as url:
         page = browser.new_page()
-        page.add_init_script("window.__violations = [];"
-                             "document.addEventListener('securitypolicyviolation',"
-                             " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
+        watch_csp(page)
         page.goto(f"{url}/scores")
         page.fill("#score", "5")
         page.click("button[type=submit]")
         page.locator("#board li", has_text="5").wait_for()
         assert page.evaluate("window.__violations") == []
         page.goto(f"{url}/chat")
-        page.fill("#message", "hello")
-        page.press("#message", "Enter")
+        type_message(page, "hello")
         page.locator(".bubble.bot", has_text="a reply").wait_for()
         assert page.evaluate("window.__violations") == []
         page.close()
@@ -68,13 +65,14 @@ def test_pages_work_without_any_csp_violation(browser, make_app):
 def test_scores_beyond_the_bounds_are_refused(client):
     for text in ("1e16", "-2e15", "9" * 17):
         response = client.post("/scores", data={"score": text}, headers=HTMX)
+        html = response.get_data(as_text=True)
         assert response.status_code == 422
-        assert "scores go from -1000000000000000 to 1000000000000000" in response.get_data(as_text=True)
+        assert "scores go from -1000000000000000 to 1000000000000000" in text_of(html)
     assert client.post("/scores", data={"score": "1e15"}, headers=HTMX).status_code == 200
 
 
 @given(st.text(max_size=80))
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_any_string_is_a_score_or_a_clear_refusal(text):
     try:
         value = parse_score(text)
@@ -86,7 +84,7 @@ def test_any_string_is_a_score_or_a_clear_refusal(text):
 
 
 @given(st.text(max_size=40))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_the_app_answers_any_score_or_message_with_200_or_422(client, text):
     before = client.get("/scores.json").get_json()
     score = client.post("/scores", data={"score": text}, headers=HTMX)
@@ -108,7 +106,7 @@ def test_every_state_changing_route_wants_the_csrf_proof(app, path):
 def test_posts_from_another_origin_are_refused_even_with_a_token(client):
     response = client.post("/scores", data={"score": "1"},
                            headers={**HTMX, "Origin": "https://elsewhere.example"})
-    assert response.status_code == 403 and "other sites" in response.get_data(as_text=True)
+    assert response.status_code == 403 and "other sites" in text_of(response.get_data(as_text=True))
     same = client.post("/scores", data={"score": "1"}, headers={**HTMX, "Origin": "http://localhost"})
     assert same.status_code == 200
     assert client.get("/scores.json").get_json()["count"] == 1
@@ -116,18 +114,19 @@ def test_posts_from_another_origin_are_refused_even_with_a_token(client):
 
 def test_markup_and_javascript_urls_are_text(make_app):
     client = new_client(make_app(CHAT_MODEL=ScriptedModel("javascript:alert(2) <a href=x>x</a>")))
-    sent = client.post("/chat", data={"message": "javascript:alert(1)"}, headers=HTMX)
-    turn = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
-    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    chat(client, "javascript:alert(1)")
     html = client.get("/chat").get_data(as_text=True)
     assert 'href="javascript' not in html and "<a href=x>" not in html
-    assert "javascript:alert(1)" in html and "&lt;a href=x&gt;" in html
+    links = [link.get("href", "") for link in parse(html).find_all("a")]
+    assert not [href for href in links if href.startswith("javascript") or href == "x"]
+    assert conversation(html) == [("You", "javascript:alert(1)"),
+                                  ("Bot", "javascript:alert(2) <a href=x>x</a>")]
 
 
 def test_too_large_a_request_is_refused(client):
     response = client.post("/chat", data={"message": "x" * (70 * 1024)}, headers=HTMX)
     assert response.status_code == 413
-    assert "too large" in response.get_data(as_text=True)
+    assert "too large" in text_of(response.get_data(as_text=True))
     assert response.headers["HX-Retarget"] == "#alerts"
 
 
@@ -138,7 +137,7 @@ def test_rate_limit_answers_429_and_keeps_the_board(make_app):
     refused = client.post("/scores", data={"score": "99"}, headers=HTMX)
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) > 0
-    assert "Too many requests" in refused.get_data(as_text=True)
+    assert "Too many requests" in text_of(refused.get_data(as_text=True))
     assert refused.headers["HX-Retarget"] == "#alerts"
     assert client.get("/scores.json").get_json() == {"top": [2, 1, 0], "count": 3}
 
@@ -156,7 +155,9 @@ CODES = [400, 403, 404, 405, 413, 422, 429, 500, 503]
 
 
 @pytest.mark.parametrize("code", CODES)
-def test_every_error_renders_as_a_page_and_as_a_fragment(app, code):
+def test_every_error_renders_as_a_page_and_as_a_fragment(make_app, code):
+    app = make_app(PROPAGATE_EXCEPTIONS=False)  # as outside tests and debug mode
+
     def fail():
         if code == 500:
             raise RuntimeError("hidden detail")
@@ -167,7 +168,7 @@ def test_every_error_renders_as_a_page_and_as_a_fragment(app, code):
     page, fragment = client.get("/fail"), client.get("/fail", headers=HTMX)
     for response in (page, fragment):
         assert response.status_code == code
-        assert MESSAGES[code] in response.get_data(as_text=True)
+        assert MESSAGES[code] in text_of(response.get_data(as_text=True))
         assert "hidden detail" not in response.get_data(as_text=True)
         assert response.headers["Content-Security-Policy"]
     assert "<html" in page.get_data(as_text=True)
@@ -182,16 +183,13 @@ def test_an_unwritable_session_database_is_a_503_and_keeps_history(make_app, tmp
               "SQLALCHEMY_ENGINE_OPTIONS": {"poolclass": NullPool},
               "CHAT_MODEL": ScriptedModel("kept")}
     client = new_client(make_app(**config))
-    turn = re.search(r'id="exchange-(\d+)"', client.post(
-        "/chat", data={"message": "hello"}, headers=HTMX).get_data(as_text=True)).group(1)
-    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    chat(client, "hello")
     folder.rename(tmp_path / "moved")
     for response in (client.get("/chat"), client.post("/chat", data={"message": "x"}, headers=HTMX)):
         assert response.status_code == 503
-        assert "cannot be reached right now" in response.get_data(as_text=True)
+        assert "cannot be reached right now" in text_of(response.get_data(as_text=True))
     (tmp_path / "moved").rename(folder)
-    page = client.get("/chat").get_data(as_text=True)
-    assert page.count('class="bubble user"') == 1 and "kept" in page
+    assert conversation(client.get("/chat").get_data(as_text=True)) == [("You", "hello"), ("Bot", "kept")]
 
 
 @pytest.mark.browser
@@ -220,8 +218,7 @@ def test_browser_keeps_no_chat_content_in_web_storage(browser, make_app):
     with serve(make_app(CHAT_MODEL=ScriptedModel("secret reply"))) as url:
         page = browser.new_page()
         page.goto(f"{url}/chat")
-        page.fill("#message", "secret message")
-        page.press("#message", "Enter")
+        type_message(page, "secret message")
         page.locator(".bubble.bot", has_text="secret reply").wait_for()
         page.goto(f"{url}/scores")
         page.go_back()

@@ -1,18 +1,11 @@
 """Sessions in the embedded database: written when they change, pushed forward now and then while in
 use, and not written by a request that changes nothing."""
 
-import re
-from datetime import datetime, timezone
-
 import sqlalchemy as sa
 
-from conftest import HTMX, ScriptedModel, new_client
-from webapp.sessions import REFRESH_AFTER
-
-
-def sessions_table(app):
-    interface = app.session_interface.inner
-    return interface.client.engine, interface.sql_session_model.__table__
+from conftest import HTMX, ScriptedModel, conversation, new_client, sessions_table, set_expiry, turn_id
+from html_tree import parse, text_of
+from webapp.database import utcnow
 
 
 def stored(app):
@@ -22,17 +15,6 @@ def stored(app):
         with engine.connect() as connection:
             return {row.session_id: (row.data, row.expiry) for row in connection.execute(sa.select(table))}
 
-
-def set_expiry(app, expiry):
-    """Give every stored session this expiry, as if it had been written earlier."""
-    with app.app_context():
-        engine, table = sessions_table(app)
-        with engine.begin() as connection:
-            connection.execute(table.update().values(expiry=expiry))
-
-
-def utcnow():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def test_a_request_that_changes_nothing_writes_nothing(app):
@@ -53,7 +35,7 @@ def test_a_change_is_written_at_once(app):
     assert response.status_code == 200 and "Set-Cookie" in response.headers
     [(new_data, new_expiry)] = stored(app).values()
     assert new_data != data and new_expiry >= expiry
-    assert 'id="last-score">7<' in client.get("/scores").get_data(as_text=True)
+    assert parse(client.get("/scores").get_data(as_text=True)).find(id="last-score").text == "7"
 
 
 def test_setting_the_same_value_again_writes_nothing(app):
@@ -63,23 +45,23 @@ def test_setting_the_same_value_again_writes_nothing(app):
     response = client.post("/scores", data={"score": "7"}, headers=HTMX)
     assert response.status_code == 200 and "Set-Cookie" not in response.headers
     assert stored(app) == before
-    assert 'id="score-count">2<' in client.get("/scores").get_data(as_text=True)
+    assert parse(client.get("/scores").get_data(as_text=True)).find(id="score-count").text == "2"
 
 
 def test_a_session_in_use_is_pushed_forward_once_a_little_of_its_lifetime_has_passed(app):
     client = new_client(app)
-    lifetime = app.permanent_session_lifetime
-    recent = utcnow() + lifetime * (1 - REFRESH_AFTER / 2)
+    lifetime, refresh_after = app.permanent_session_lifetime, app.config["SESSION_REFRESH_AFTER"]
+    recent = utcnow() + lifetime * (1 - refresh_after / 2)
     set_expiry(app, recent)
     assert "Set-Cookie" not in client.get("/scores").headers
     assert [expiry for _, expiry in stored(app).values()] == [recent]
 
-    older = utcnow() + lifetime * (1 - 2 * REFRESH_AFTER)
+    older = utcnow() + lifetime * (1 - 2 * refresh_after)
     set_expiry(app, older)
     response = client.get("/scores")
     assert "Expires=" in response.headers["Set-Cookie"]
     [(_, expiry)] = stored(app).values()
-    assert expiry > utcnow() + lifetime * (1 - REFRESH_AFTER / 2)
+    assert expiry > utcnow() + lifetime * (1 - refresh_after / 2)
 
 
 def test_an_expired_session_is_not_used(app):
@@ -88,7 +70,7 @@ def test_an_expired_session_is_not_used(app):
     [old_sid] = stored(app)
     set_expiry(app, utcnow())
     page = client.get("/scores").get_data(as_text=True)
-    assert "Your last score" not in page
+    assert "Your last score" not in text_of(page)
     assert len(stored(app)) == 2 and old_sid in stored(app)  # a new session; the cleanup takes the old
 
 
@@ -100,6 +82,6 @@ def test_a_request_needs_one_database_connection_at_a_time(make_app):
     client = new_client(app)
     sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
     assert sent.status_code == 200 and "Set-Cookie" in sent.headers
-    turn = re.search(r'hx-post="(/chat/replies/\d+)"', sent.get_data(as_text=True)).group(1)
-    assert client.post(turn, headers=HTMX).status_code == 200
-    assert "hi" in client.get("/chat").get_data(as_text=True)
+    turn = turn_id(sent.get_data(as_text=True))
+    assert client.post(f"/chat/replies/{turn}", headers=HTMX).status_code == 200
+    assert conversation(client.get("/chat").get_data(as_text=True)) == [("You", "hello"), ("Bot", "hi")]

@@ -2,21 +2,21 @@
 
 Also: keyboard use, two browsers at once, pages without JavaScript, no new document loaded by htmx
 interactions, live regions, a phone's width, and the README screenshots in docs/, which these
-tests write.
+tests compare with the pages and write when HXSTATE_UPDATE_SCREENSHOTS=1.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
-import threading
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from conftest import HTMX, ROOT, ScriptedModel, new_client, serve
+from conftest import HTMX, ROOT, HeldModel, ScriptedModel, new_client, serve, turn_id, type_message, watch_csp
 from webapp.chat_model import ModelError
-from webapp.scores import format_score
+from webapp.score_values import format_score
 
 CHECKERS = ROOT / "tests" / "js" / "node_modules"
 AXE = CHECKERS / "axe-core" / "axe.min.js"
@@ -58,19 +58,6 @@ def serious_violations(page, axe_source):
     return problems
 
 
-def watch_csp(page):
-    """Record every CSP violation the page reports into window.__violations."""
-    page.add_init_script("window.__violations = [];"
-                         "document.addEventListener('securitypolicyviolation',"
-                         " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));")
-
-
-def send(page, text):
-    """Type a message into the chat box and press Enter."""
-    page.fill("#message", text)
-    page.press("#message", "Enter")
-
-
 def submit_score(page, score):
     """Type a score, press Enter and wait until the page shows it as this browser's last score."""
     page.fill("#score", score)
@@ -79,27 +66,11 @@ def submit_score(page, score):
     page.locator("#last-score", has_text=re.compile(f"^{shown}$")).wait_for()
 
 
-class HeldModel(ScriptedModel):
-    """Answers from a script once the test lets it; exceptions in the script are raised."""
-
-    def __init__(self, *answers):
-        super().__init__(*answers)
-        self.go = threading.Event()
-        self.go.set()
-
-    def reply(self, texts):
-        assert self.go.wait(30)
-        answer = self.answers.pop(0) if self.answers else f"you said {texts[-1]}"
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(browser, make_app,
                                                                           axe_source, scheme):
-    model = HeldModel("Hello! How can I help?", ModelError("down"))
+    model = HeldModel("Hello! How can I help?", ModelError("down"), held=False)
     with serve(make_app(CHAT_MODEL=model)) as url:
         context = browser.new_context(color_scheme=scheme, viewport=DESKTOP)
         page = context.new_page()
@@ -124,16 +95,16 @@ def test_axe_finds_nothing_serious_on_any_page_before_or_after_interacting(brows
         check("/scores with a refused score")
 
         page.goto(f"{url}/chat")
-        send(page, "hello")
+        type_message(page, "hello")
         page.locator(".bubble.bot", has_text="Hello! How can I help?").wait_for()
         model.go.clear()
-        send(page, "are you there?")
+        type_message(page, "are you there?")
         page.locator(".typing").wait_for()
         check("/chat while the bot is typing")
         model.go.set()
         page.locator(".bubble.bot.failed button").wait_for()
         check("/chat with a reply that failed")
-        send(page, "   ")
+        type_message(page, "   ")
         page.locator("#message-error").wait_for()
         check("/chat with a refused message")
 
@@ -183,10 +154,10 @@ def served_documents(app):
     fragment("chat log, empty", client.get("/chat", headers=HTMX))
     sent = client.post("/chat", data={"message": "hello <b>there</b>"}, headers=HTMX)
     fragment("message sent", sent)
-    turn = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    turn = turn_id(sent.get_data(as_text=True))
     fragment("reply", client.post(f"/chat/replies/{turn}", headers=HTMX))
     sent = client.post("/chat", data={"message": "and again"}, headers=HTMX)
-    turn = re.search(r'id="exchange-(\d+)"', sent.get_data(as_text=True)).group(1)
+    turn = turn_id(sent.get_data(as_text=True))
     fragment("reply failed", client.post(f"/chat/replies/{turn}", headers=HTMX), 500)
     fragment("chat log", client.get("/chat", headers=HTMX))
     full("chat, with a failed reply", client.get("/chat"))
@@ -298,7 +269,7 @@ def test_chat_keeps_the_newest_message_and_the_box_in_view_on_a_phone(browser, m
         page = browser.new_page(viewport=PHONE)
         page.goto(f"{url}/chat")
         for number in range(1, 9):
-            send(page, f"message number {number}")
+            type_message(page, f"message number {number}")
             page.locator(newest, has_text=f"reply {number}").wait_for()
             assert in_view(page, newest, ".chat-window"), number
             assert in_view(page, ".chat-window") and in_view(page, "#message"), number
@@ -329,7 +300,7 @@ def test_two_browsers_share_the_board_but_each_keeps_its_own_chat(browser, make_
         for page, name in ((alice, "Alice"), (bob, "Bob")):
             page.goto(f"{url}/chat")
             assert page.locator(".bubble").count() == 0
-            send(page, f"I am {name}")
+            type_message(page, f"I am {name}")
             page.locator(".bubble.bot", has_text=f"hi {name}").wait_for()
         for page, name in ((alice, "Alice"), (bob, "Bob")):
             page.reload()
@@ -391,7 +362,7 @@ def test_htmx_interactions_never_load_a_new_document(browser, make_app):
             page.locator("#score-error").wait_for()
 
         def chat():
-            send(page, "hello")
+            type_message(page, "hello")
             page.locator(".bubble.bot", has_text="no reload needed").wait_for()
             page.click("text=Clear")
             page.locator("#chat-log:empty").wait_for(state="attached")
@@ -435,7 +406,7 @@ def test_replies_and_board_changes_arrive_inside_live_regions_that_were_already_
 
         page.goto(f"{url}/chat")
         page.evaluate("document.querySelector('#chat-log').closest('[aria-live=polite]').kept = true")
-        send(page, "hello")
+        type_message(page, "hello")
         page.locator(".bubble.bot", has_text="announced reply").wait_for()
         assert page.evaluate(kept, ".bubble.bot")
         page.context.close()
@@ -450,7 +421,7 @@ def test_a_phone_never_scrolls_sideways_even_with_huge_scores_and_long_words(bro
         for score in ("-1e15", "123456789012345.67", "1e15", "-999999999999999.9"):
             submit_score(page, score)
         page.goto(f"{url}/chat")
-        send(page, "x" * 200)
+        type_message(page, "x" * 200)
         page.locator(".bubble.bot", has_text="yyyy").wait_for()
         page.goto(f"{url}/words")
         page.fill("#text", "z" * 300)
@@ -462,12 +433,21 @@ def test_a_phone_never_scrolls_sideways_even_with_huge_scores_and_long_words(bro
         page.close()
 
 
+# Set to refresh the screenshots in docs/; otherwise each is compared with the page as it is now.
+UPDATE_SCREENSHOTS = os.environ.get("HXSTATE_UPDATE_SCREENSHOTS") == "1"
+REFRESH = "refresh docs/ with `HXSTATE_UPDATE_SCREENSHOTS=1 scripts/test tests/test_ui.py -k screenshots`"
 SCREENSHOTS = (("scores", "light", "desktop"), ("scores", "dark", "phone"),
                ("chat", "light", "desktop"), ("chat", "dark", "phone"))
 
 
+def png_size(png):
+    """The width and height of a PNG image, from its header."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 @pytest.mark.browser
-def test_readme_screenshots_show_both_pages_in_both_schemes(browser, make_app, axe_source):
+def test_readme_screenshots_show_both_pages_in_both_schemes(browser, make_app, axe_source, tmp_path):
     model = ScriptedModel("Hi! I am a small model trained on a chat corpus. Ask me anything.",
                           "I like talking to people.",
                           "Why did the chicken cross the road? To get to the other side.")
@@ -479,12 +459,11 @@ def test_readme_screenshots_show_both_pages_in_both_schemes(browser, make_app, a
             submit_score(page, score)
         page.goto(f"{url}/chat")
         for number, message in enumerate(("hello", "what do you like?", "tell me a joke"), 1):
-            send(page, message)
+            type_message(page, message)
             page.locator(f"#chat-log > li:nth-child({number}) > .bubble.bot:not(form)").wait_for()
         this_browser = context.storage_state()
         context.close()
 
-        DOCS.mkdir(exist_ok=True)
         for name, scheme, device in SCREENSHOTS:
             viewport = {"desktop": DESKTOP, "phone": PHONE}[device]
             context = browser.new_context(color_scheme=scheme, viewport=viewport,
@@ -492,9 +471,16 @@ def test_readme_screenshots_show_both_pages_in_both_schemes(browser, make_app, a
             page = context.new_page()
             page.goto(f"{url}/{name}")
             assert serious_violations(page, axe_source) == [], (name, scheme)
-            shot = page.screenshot(full_page=True, animations="disabled", caret="hide")
-            assert int.from_bytes(shot[16:20], "big") == viewport["width"]  # the PNG's width
             path = DOCS / f"{name}-{scheme}-{device}.png"
-            if not path.is_file() or path.read_bytes() != shot:
+            shot = page.screenshot(path=tmp_path / path.name, full_page=True, animations="disabled",
+                                   caret="hide")
+            assert png_size(shot)[0] == viewport["width"]
+            if UPDATE_SCREENSHOTS:
                 path.write_bytes(shot)
+            else:
+                # Pixels differ with each machine's fonts; the size says whether the layout still fits.
+                assert path.is_file(), f"{path.relative_to(ROOT)} is missing: {REFRESH}"
+                assert png_size(path.read_bytes()) == png_size(shot), (
+                    f"{path.relative_to(ROOT)} is {png_size(path.read_bytes())}, the page now "
+                    f"{png_size(shot)} (see {tmp_path / path.name}): {REFRESH}")
             context.close()

@@ -13,8 +13,8 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import (chat_history, chat_model, errors, generation, limits, scores, security,  # noqa: E402
-               sessions, shared_store, state)
+from . import (chat_history, chat_model, database, errors, generation, limits,  # noqa: E402
+               redis_connection, score_board, security, sessions, state)
 from .pages import PAGES, home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +51,18 @@ def create_app(test_config=None):
         PROXY_FIX_HOPS=0,
         PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
         SESSION_CLEANUP_EVERY=100,
+        # An unchanged session is written back (its expiry and cookie pushed forward) once this
+        # fraction of its lifetime has passed since its last write: every 100 minutes or so of 7 days.
+        SESSION_REFRESH_AFTER=0.01,
         CHAT_MODEL=str(ROOT / "models" / "hxstate-chat"),
         CHAT_MAX_NEW_TOKENS=40,
-        CHAT_MIN_NEW_TOKENS=1,
-        CHAT_DO_SAMPLE=False,
-        CHAT_TOP_P=0.9,
-        CHAT_TEMPERATURE=0.8,
-        CHAT_NO_REPEAT_NGRAM_SIZE=3,
+        # Decoding: None takes the model's own generation config (the shipped model's was measured).
+        CHAT_MIN_NEW_TOKENS=None,
+        CHAT_DO_SAMPLE=None,
+        CHAT_TOP_P=None,
+        CHAT_TEMPERATURE=None,
+        CHAT_REPETITION_PENALTY=None,
+        CHAT_NO_REPEAT_NGRAM_SIZE=None,
         CHAT_SEED=None,
         CHAT_MAX_MESSAGE_CHARS=1000,
         CHAT_HISTORY_MAX_TURNS=200,
@@ -67,6 +72,10 @@ def create_app(test_config=None):
         CHAT_BATCH_WAIT=0.1,
         CHAT_QUEUE_SIZE=16,
         CHAT_TIME_LIMIT=60,
+        CHAT_STALL_GRACE=5,
+        # A fast model writes hundreds of tokens a second: sending each alone would cost the server
+        # more than generating it, and nobody reads faster than twenty updates a second.
+        CHAT_STREAM_INTERVAL=0.05,
         REDIS_URL=None,
         REDIS_KEY_PREFIX="hxstate:",
     )
@@ -83,8 +92,9 @@ def create_app(test_config=None):
     security.init_app(app)  # before CSRFProtect: another site's post is refused as such
     csrf.init_app(app)
     errors.init_app(app)
-    shared_store.init_app(app)
-    scores.init_app(app)
+    redis_connection.init_app(app)
+    database.init_app(app)
+    score_board.init_app(app)
     state.init_app(app)
     sessions.init_app(app)
     chat_history.init_app(app)
@@ -94,7 +104,7 @@ def create_app(test_config=None):
     app.register_blueprint(home.bp)
     for page in PAGES:
         app.register_blueprint(page.bp)
-    limits.init_app(app, PAGES)
+    limits.init_app(app)
     app.jinja_env.globals["pages"] = PAGES
     return app
 

@@ -15,7 +15,6 @@ import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import click
 import sqlalchemy as sa
@@ -24,8 +23,8 @@ from flask.cli import with_appcontext
 from redis.exceptions import LockError
 from sqlalchemy.orm import DeclarativeBase
 
-from .sessions import database
-from .shared_store import redis_client
+from .database import database, utcnow
+from .redis_connection import redis_client
 
 BUSY = "This chat is still busy with an earlier message. Try again in a moment."
 
@@ -72,11 +71,6 @@ def _exchanges(turns):
                for id, role, text, reply_to, note in turns if role == "bot"}
     return [Exchange(Turn(id, role, text), replies.get(id))
             for id, role, text, _, _ in turns if role == "user"]
-
-
-def _utcnow():
-    # flask-session stores naive UTC expiry times; compare like with like.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class _SessionLocks:
@@ -128,7 +122,7 @@ class SqlChatHistory:
 
     def add_user_turn(self, sid, text):
         """Store a user message and return it; the oldest exchanges go past the cap."""
-        row = ChatTurn(sid=sid, role="user", text=text, created=_utcnow())
+        row = ChatTurn(sid=sid, role="user", text=text, created=utcnow())
         database().add(row)
         database().flush()
         keep_users = max(1, self.max_turns // 2)
@@ -148,7 +142,7 @@ class SqlChatHistory:
         insert = sa.insert(ChatTurn).from_select(
             ["sid", "role", "text", "reply_to", "note", "created"],
             sa.select(sa.literal(sid), sa.literal("bot"), sa.literal(text), sa.literal(user_turn_id),
-                      sa.literal(note, sa.String), sa.literal(_utcnow()))
+                      sa.literal(note, sa.String), sa.literal(utcnow()))
             .where(sa.exists().where(ChatTurn.id == user_turn_id, ChatTurn.sid == sid)))
         database().execute(insert)
         database().commit()
@@ -162,7 +156,7 @@ class SqlChatHistory:
         """Delete expired sessions and the turns of every session that no longer exists."""
         interface = current_app.session_interface
         sessions = interface.sql_session_model
-        database().execute(sa.delete(sessions).where(sessions.expiry <= _utcnow()))
+        database().execute(sa.delete(sessions).where(sessions.expiry <= utcnow()))
         live = sa.select(sa.func.substr(sessions.session_id, len(interface.key_prefix) + 1))
         deleted = database().execute(sa.delete(ChatTurn).where(ChatTurn.sid.not_in(live))).rowcount
         database().commit()

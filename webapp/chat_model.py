@@ -13,8 +13,10 @@ safe to call concurrently.
 
 import threading
 import time
+from pathlib import Path
 
 import torch
+import yaml
 from flask import current_app
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           StoppingCriteria, StoppingCriteriaList)
@@ -23,6 +25,9 @@ from transformers.generation.streamers import BaseStreamer
 from .generation import Job, ModelError
 
 TIME_LIMIT = "time limit"
+# The decoding settings that CHAT_* can set and that otherwise come from the model's generation config.
+DECODING = ("do_sample", "temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size",
+            "min_new_tokens")
 
 
 class _RowStreamer(BaseStreamer):
@@ -94,11 +99,13 @@ class _Deadlines(StoppingCriteria):
 class ChatModel:
     """A DialoGPT-style conversational model."""
 
-    def __init__(self, source, *, max_new_tokens=40, min_new_tokens=1, do_sample=False,
-                 top_p=0.9, temperature=0.8, no_repeat_ngram_size=0, seed=None):
+    def __init__(self, source, *, max_new_tokens=40, seed=None, **decoding):
+        """Load `source`; each decoding setting (DECODING) left None comes from the model's own
+        generation config, where a shipped model keeps the defaults measured for it."""
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForCausalLM.from_pretrained(source).eval()
+            # float32 on the CPU, whatever the stored dtype (the shipped model is stored as float16).
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
         except (OSError, ValueError) as error:
             raise RuntimeError(f"Could not load the chat model {source!r} (CHAT_MODEL): {error}") from error
         self.source = source
@@ -109,12 +116,18 @@ class ChatModel:
                              or self.tokenizer.model_max_length)
         self.max_new_tokens = min(max_new_tokens, self.context_size - 1)
         self.seed = seed
-        self.no_repeat_ngram_size = no_repeat_ngram_size
-        self.generation = dict(max_new_tokens=self.max_new_tokens, min_new_tokens=min_new_tokens,
-                               do_sample=do_sample,
-                               pad_token_id=self.eos, eos_token_id=self.eos)
-        if do_sample:
-            self.generation.update(top_p=top_p, temperature=temperature)
+        own = self.model.generation_config
+        settings = {name: decoding.get(name) if decoding.get(name) is not None else getattr(own, name, None)
+                    for name in DECODING}
+        self.no_repeat_ngram_size = settings.pop("no_repeat_ngram_size") or 0
+        if not settings["do_sample"]:
+            del settings["temperature"], settings["top_p"]
+        self.generation = dict(max_new_tokens=self.max_new_tokens, pad_token_id=self.eos,
+                               eos_token_id=self.eos, no_repeat_ngram_size=0,
+                               **{name: value for name, value in settings.items() if value is not None})
+        self.generation["min_new_tokens"] = self.generation.get("min_new_tokens") or 1
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.about = _about(source, self.parameters)
         self._lock = threading.Lock()
 
     def prompt_ids(self, texts):
@@ -122,7 +135,8 @@ class ChatModel:
         budget = self.context_size - self.max_new_tokens
         kept = []
         for text in reversed(texts):
-            ids = self.tokenizer.encode(text) + [self.eos]
+            # Typed text stays text: "<|endoftext|>" in a message cannot forge a turn separator.
+            ids = self.tokenizer.encode(text, split_special_tokens=True) + [self.eos]
             if len(ids) > budget - len(kept):
                 if not kept:  # the newest turn alone is too long: keep its end
                     kept = ids[-budget:]
@@ -166,22 +180,30 @@ class ChatModel:
         return job.result()
 
 
+def _about(source, parameters):
+    """One line on the model for the chat page: its name, size and, from its card, its training data."""
+    name = Path(source).name if Path(source).is_dir() else source
+    line = f"{name}, {parameters / 1e6:.0f} M parameters" if parameters >= 1e6 else name
+    card = Path(source) / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        # Model cards open with YAML front matter; `summary` is hxstate's one line about the model.
+        if text.startswith("---\n") and "\n---" in text[4:]:
+            meta = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
+            if meta.get("summary"):
+                line += f", {meta['summary']}"
+    return line
+
+
 def init_app(app):
     """Load the model named by CHAT_MODEL once, unless the config hands over a ready model."""
     source = app.config["CHAT_MODEL"]
     if hasattr(source, "generate"):
         model = source
     else:
-        model = ChatModel(
-            source,
-            max_new_tokens=app.config["CHAT_MAX_NEW_TOKENS"],
-            min_new_tokens=app.config["CHAT_MIN_NEW_TOKENS"],
-            do_sample=app.config["CHAT_DO_SAMPLE"],
-            top_p=app.config["CHAT_TOP_P"],
-            temperature=app.config["CHAT_TEMPERATURE"],
-            no_repeat_ngram_size=app.config["CHAT_NO_REPEAT_NGRAM_SIZE"],
-            seed=app.config["CHAT_SEED"],
-        )
+        model = ChatModel(source, max_new_tokens=app.config["CHAT_MAX_NEW_TOKENS"],
+                          seed=app.config["CHAT_SEED"],
+                          **{name: app.config[f"CHAT_{name.upper()}"] for name in DECODING})
     app.extensions["chat_model"] = model
 
 

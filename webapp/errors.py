@@ -6,7 +6,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from .rendering import render, wants_fragment
-from .shared_store import STORE_DOWN, STORE_ERRORS, session_unavailable
+from .session_outages import session_unavailable
+from .store_errors import STORE_DOWN, STORE_ERRORS
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -36,8 +37,6 @@ def render_error(error, message=None):
     for name, value in error.get_headers():
         if name.lower() != "content-type":  # Allow, Retry-After, WWW-Authenticate
             response.headers[name] = value
-    if code == 503:
-        response.headers.setdefault("Retry-After", "5")  # every 503 here is a passing state
     return response
 
 
@@ -66,10 +65,16 @@ def _http_error(error):
     return render_error(error)
 
 
-def _unexpected_error(error):
-    """An exception no view handled: a 500 without a stack trace."""
-    current_app.logger.exception("unhandled exception", exc_info=error)
-    return render_error(InternalServerError())
+def _internal_error(error):
+    """An exception no view handled, already logged by Flask: a 500 without a stack trace."""
+    return render_error(error)
+
+
+def _retry_after(response):
+    """Tell clients when to try a 503 again: every 503 here is a passing state."""
+    if response.status_code == 503:
+        response.headers.setdefault("Retry-After", "5")
+    return response
 
 
 def init_app(app):
@@ -78,5 +83,8 @@ def init_app(app):
     app.register_error_handler(RateLimitExceeded, _rate_limited)
     for store_error in STORE_ERRORS:
         app.register_error_handler(store_error, _store_error)
+    # Not `Exception`: Flask hands an unhandled exception over as an InternalServerError, except in
+    # debug mode, where it must reach the debugger.
+    app.register_error_handler(InternalServerError, _internal_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected_error)
+    app.after_request(_retry_after)

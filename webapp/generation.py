@@ -6,7 +6,8 @@ queue and go together, up to `CHAT_BATCH_SIZE`, into the next `generate`. On a C
 step of a batch costs less than a step per reply (the weights are read once per step for all
 rows), so batching raises the tokens per second the process serves; by how much depends on the
 CPU (bench/README.md). Each job has a
-deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops.
+deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops; its readers give up
+`CHAT_STALL_GRACE` seconds past it if the model stops answering.
 
 The thread starts on the first job, so each gunicorn worker starts its own after the fork, and
 it ends after a minute without work.
@@ -17,10 +18,6 @@ import time
 from collections import deque
 
 from flask import current_app
-
-IDLE_SECONDS = 60
-# How long past its deadline a reader waits for a job before deciding the model is stuck.
-STALL_GRACE = 5
 
 
 class ModelError(RuntimeError):
@@ -34,9 +31,10 @@ class Overloaded(RuntimeError):
 class Job:
     """One reply: the conversation in, the reply's text out as it grows."""
 
-    def __init__(self, texts, deadline):
+    def __init__(self, texts, deadline, stall_grace=5.0):
         self.texts = texts
         self.deadline = deadline
+        self.stall_grace = stall_grace
         self.text = ""
         self.tokens = 0
         self.stopped = None
@@ -75,7 +73,7 @@ class Job:
         sent = 0
         while True:
             with self._changed:
-                timeout = self.deadline + STALL_GRACE - time.monotonic()
+                timeout = self.deadline + self.stall_grace - time.monotonic()
                 if not self._changed.wait_for(lambda: self.done or len(self.text) > sent, timeout):
                     self.cancelled = True
                     raise ModelError("the model stopped answering")
@@ -101,13 +99,16 @@ class Job:
 class Scheduler:
     """Runs every job of this process on one model, in batches, one batch at a time."""
 
-    def __init__(self, model, *, batch_size, queue_size, time_limit, logger, batch_wait=0.0):
+    def __init__(self, model, *, batch_size, queue_size, time_limit, logger, batch_wait=0.0,
+                 stall_grace=5.0, idle_seconds=60.0):
         self.model = model
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self._last_batch, self._last_end = 0, 0.0
         self.queue_size = queue_size
         self.time_limit = time_limit
+        self.stall_grace = stall_grace
+        self.idle_seconds = idle_seconds
         self.logger = logger
         self._waiting = deque()
         self._jobs = {}
@@ -121,7 +122,7 @@ class Scheduler:
                 return self._jobs[key]
             if len(self._waiting) >= self.queue_size:
                 raise Overloaded(f"{len(self._waiting)} replies are already waiting for the model")
-            job = Job(texts, time.monotonic() + self.time_limit)
+            job = Job(texts, time.monotonic() + self.time_limit, self.stall_grace)
             job.key = key
             self._waiting.append(job)
             if key is not None:
@@ -140,7 +141,7 @@ class Scheduler:
     def _next_batch(self):
         """Wait for work; take up to `batch_size` jobs that still have time left."""
         with self._wake:
-            if not self._wake.wait_for(lambda: self._waiting, IDLE_SECONDS):
+            if not self._wake.wait_for(lambda: self._waiting, self.idle_seconds):
                 self._thread = None
                 return None
             # Chatters whose replies just ended often write again at once: give them until
@@ -183,13 +184,14 @@ class Scheduler:
 def init_app(app):
     """Create this app's scheduler over the chat model loaded by `chat_model.init_app`."""
     config = app.config
-    if config["CHAT_LOCK_TIMEOUT"] <= config["CHAT_TIME_LIMIT"] + STALL_GRACE:
-        raise ValueError("CHAT_LOCK_TIMEOUT must exceed CHAT_TIME_LIMIT by more than "
-                         f"{STALL_GRACE} s, or a reply could outlive its chat's lock")
+    if config["CHAT_LOCK_TIMEOUT"] <= config["CHAT_TIME_LIMIT"] + config["CHAT_STALL_GRACE"]:
+        raise ValueError("CHAT_LOCK_TIMEOUT must exceed CHAT_TIME_LIMIT by more than CHAT_STALL_GRACE "
+                         f"({config['CHAT_STALL_GRACE']} s), or a reply could outlive its chat's lock")
     app.extensions["generation"] = Scheduler(
         app.extensions["chat_model"], batch_size=config["CHAT_BATCH_SIZE"],
         queue_size=config["CHAT_QUEUE_SIZE"], time_limit=config["CHAT_TIME_LIMIT"],
-        batch_wait=config["CHAT_BATCH_WAIT"], logger=app.logger)
+        batch_wait=config["CHAT_BATCH_WAIT"], stall_grace=config["CHAT_STALL_GRACE"],
+        logger=app.logger)
 
 
 def current_scheduler():

@@ -7,40 +7,22 @@ overwrite each other's changes (flask-session writes the whole session back at t
 request that changed it).
 
 In the database, a session is read with one SELECT and written with one UPDATE (`SqlSessions`), and
-a request that changed nothing writes nothing until `REFRESH_AFTER` of the session's lifetime has
-passed since it was last written: a session in use never expires, yet a page that polls every few
-seconds does not rewrite its row every few seconds.
+a request that changed nothing writes nothing until `SESSION_REFRESH_AFTER` of the session's
+lifetime has passed since it was last written: a session in use never expires, yet a page that
+polls every few seconds does not rewrite its row every few seconds.
 """
 
-from datetime import datetime, timezone
-from pathlib import Path
-
 import sqlalchemy as sa
-from flask import current_app
 from flask_session import Session
 from flask_session.sqlalchemy import SqlAlchemySessionInterface
-from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
 
-from .shared_store import OutageTolerantSessions, redis_client
-
-# An unchanged session is written back (its expiry and cookie pushed forward) once this fraction of
-# its lifetime has passed since its last write: every 100 minutes or so for the default 7 days.
-REFRESH_AFTER = 0.01
-
-
-def _sqlite_pragmas(dbapi_connection, _record):
-    """WAL lets readers and one writer of several processes work at once; wait on locks, don't fail."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+from .database import utcnow
+from .redis_connection import redis_client
+from .session_outages import OutageTolerantSessions
 
 
 def init_app(app):
-    """Give the app flask-session, on Redis or on a database of its own (flask-session declares its
-    table on the SQLAlchemy instance it is given, so apps cannot share one)."""
+    """Give the app flask-session, on Redis or on the embedded database (`database.init_app`)."""
     client = redis_client(app)
     if client is not None:
         app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client,
@@ -48,28 +30,10 @@ def init_app(app):
         Session(app)
     else:
         app.session_interface = SqlSessions(
-            app, client=_init_database(app), permanent=app.config["SESSION_PERMANENT"],
-            serialization_format=app.config["SESSION_SERIALIZATION_FORMAT"])
+            app, client=app.extensions["sqlalchemy"], permanent=app.config["SESSION_PERMANENT"],
+            serialization_format=app.config["SESSION_SERIALIZATION_FORMAT"],
+            refresh_after=app.config["SESSION_REFRESH_AFTER"])
     app.session_interface = OutageTolerantSessions(app.session_interface)
-
-
-def _init_database(app):
-    """The embedded SQL database that keeps sessions and chat turns."""
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config.setdefault(
-        "SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'hxstate.sqlite3'}")
-    db = SQLAlchemy()
-    db.init_app(app)
-    app.config["SESSION_SQLALCHEMY"] = db
-    with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _sqlite_pragmas)
-    return db
-
-
-def _utcnow():
-    # flask-session stores naive UTC expiry times; compare like with like.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class SqlSessions(SqlAlchemySessionInterface):
@@ -85,8 +49,10 @@ class SqlSessions(SqlAlchemySessionInterface):
     for a lock or for the model holds no connection.
     """
 
-    def __init__(self, app, **options):
+    def __init__(self, app, *, refresh_after, **options):
+        """Rewrite an unchanged session once `refresh_after` (a fraction) of its lifetime has passed."""
         super().__init__(app, **options)
+        self.refresh_after = refresh_after
         table = self.sql_session_model.__table__
         self._read = sa.select(table.c.data, table.c.expiry).where(
             table.c.session_id == sa.bindparam("store_id"), table.c.expiry > sa.bindparam("now"))
@@ -103,7 +69,7 @@ class SqlSessions(SqlAlchemySessionInterface):
             database = self.client.session
             try:
                 row = database.connection().execute(
-                    self._read, {"store_id": self._get_store_id(sid), "now": _utcnow()}).first()
+                    self._read, {"store_id": self._get_store_id(sid), "now": utcnow()}).first()
             except Exception:
                 database.rollback()
                 raise
@@ -122,13 +88,13 @@ class SqlSessions(SqlAlchemySessionInterface):
         if not app.config["SESSION_REFRESH_EACH_REQUEST"] or stored_expiry is None:
             return False
         lifetime = app.permanent_session_lifetime
-        return stored_expiry - _utcnow() < lifetime * (1 - REFRESH_AFTER)
+        return stored_expiry - utcnow() < lifetime * (1 - self.refresh_after)
 
     def _upsert_session(self, session_lifetime, session, store_id):
         """Store the session with a fresh expiry: one UPDATE, or an INSERT the first time."""
         database = self.client.session
         values = {"store_id": store_id, "data": self.serializer.encode(session),
-                  "expiry": _utcnow() + session_lifetime}
+                  "expiry": utcnow() + session_lifetime}
         try:
             if database.connection().execute(self._update, values).rowcount == 0:
                 database.connection().execute(self._insert, values)
@@ -137,8 +103,3 @@ class SqlSessions(SqlAlchemySessionInterface):
             database.rollback()
             raise
         session.stored_expiry = values["expiry"]
-
-
-def database():
-    """The SQLAlchemy session of the app handling this request."""
-    return current_app.extensions["sqlalchemy"].session

@@ -16,7 +16,8 @@ import threading
 
 from flask import current_app
 
-from .shared_store import readable_session, redis_client
+from .redis_connection import redis_client
+from .session_outages import readable_session
 
 
 def browser_id():

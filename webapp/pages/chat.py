@@ -4,10 +4,11 @@ from contextlib import ExitStack
 
 from flask import (Blueprint, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
-from markupsafe import escape
 
 from ..chat_history import Exchange, Turn, current_history
+from ..chat_model import current_model
 from ..generation import ModelError, Overloaded, current_scheduler
+from ..limits import limiter
 from ..rendering import VARY, render, wants_fragment
 from ..state import browser_id
 
@@ -15,11 +16,6 @@ bp = Blueprint("chat", __name__)
 
 TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
-RATE_LIMITS = {"send": "CHAT_RATE_LIMIT", "reply": "CHAT_RATE_LIMIT"}
-# A fast model writes hundreds of tokens a second: sending each alone would cost the server more
-# than generating it, and nobody reads faster than twenty updates a second.
-STREAM_INTERVAL = 0.05
-SPLIT = "\x00"  # where a piece of text goes in the delta template, rendered once per reply
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
 MODEL_BUSY = ("The model is busy with other chats. Your message is kept: "
               "try again in a few seconds.")
@@ -29,6 +25,7 @@ def _render(fragment, status=200, **context):
     """Render the chat page, or one of its fragments for htmx."""
     if "exchanges" not in context:
         context["exchanges"] = current_history().exchanges(browser_id())
+    context.setdefault("model_about", getattr(current_model(), "about", None))
     return render("chat/page.html", fragment, status, **context)
 
 
@@ -47,7 +44,8 @@ class _Reply:
 
     def __init__(self, turn_id, job, save=None):
         self.turn_id, self.job, self._save = turn_id, job, save
-        self.failure = None
+        self.failure = None  # why there is no reply, if there is none
+        self.status = 200  # the HTTP status that says so
         self._finished = False
 
     @classmethod
@@ -90,10 +88,10 @@ class _Reply:
             try:
                 text = self.job.result()
             except Overloaded:
-                self.failure, text = MODEL_BUSY, None
+                self.failure, self.status, text = MODEL_BUSY, 503, None
             except ModelError:
                 current_app.logger.exception("chat model failed on turn %s", self.turn_id)
-                self.failure, text = MODEL_FAILED, None
+                self.failure, self.status, text = MODEL_FAILED, 500, None
             if self._save is not None:
                 self._save(text, self.job.stopped)
         return self.exchange()
@@ -106,10 +104,9 @@ class _Reply:
     def events(self):
         """The reply as server-sent events: each new piece of text, then the finished bubble."""
         yield ": generating\n\n"  # a comment, so that the headers go out before the first token
-        before, after = render_template("chat/_delta.html", turn_id=self.turn_id, text=SPLIT).split(SPLIT)
         try:
-            for text in self.job.updates(STREAM_INTERVAL):
-                yield _event(before + str(escape(text)) + after)
+            for text in self.job.updates(current_app.config["CHAT_STREAM_INTERVAL"]):
+                yield _event(render_template("chat/_delta.html", turn_id=self.turn_id, text=text))
         except (ModelError, Overloaded):
             pass  # finish() says what went wrong
         exchange = self.finish()
@@ -139,27 +136,19 @@ def _stream(reply):
 
 
 def _outcome(reply):
-    """The exchange and failure (or None) of a reply started by `_Reply.start`, once finished."""
+    """The exchange, failure (or None) and HTTP status of a reply started by `_Reply.start`, once
+    finished."""
     if isinstance(reply, Exchange):
-        return reply, None
-    return reply.finish(), reply.failure
-
-
-def _render_outcome(fragment, failure, **context):
-    """Render a fragment after a reply attempt: 500, or 503 with Retry-After, if it failed."""
-    status = 200 if failure is None else 503 if failure == MODEL_BUSY else 500
-    response = _render(fragment, status, failure=failure, **context)
-    if status == 503:
-        response.headers["Retry-After"] = "5"
-    return response
+        return reply, None, 200
+    return reply.finish(), reply.failure, reply.status
 
 
 def _after_plain_post(sid, turn_id):
     """Answer a form sent without JavaScript once the reply is made: post/redirect/get, or the
     page with the failure shown."""
-    _, failure = _outcome(_Reply.start(sid, turn_id))
+    _, failure, status = _outcome(_Reply.start(sid, turn_id))
     if failure:
-        return _render_outcome("chat/_log.html", failure, failures={turn_id: failure})
+        return _render("chat/_log.html", status, failures={turn_id: failure})
     return redirect(url_for("chat.index"), 303)
 
 
@@ -170,6 +159,7 @@ def index():
 
 
 @bp.post("/chat")
+@limiter.limit(lambda: current_app.config["CHAT_RATE_LIMIT"])
 def send():
     """Store the user's message; htmx gets it back at once, a plain form also waits for the reply."""
     text = request.form.get("message", "")
@@ -184,6 +174,7 @@ def send():
 
 
 @bp.post("/chat/replies/<int:turn_id>")
+@limiter.limit(lambda: current_app.config["CHAT_RATE_LIMIT"])
 def reply(turn_id):
     """Generate (or return the already generated) reply to one of this browser's messages.
 
@@ -195,8 +186,8 @@ def reply(turn_id):
     reply = _Reply.start(sid, turn_id)
     if isinstance(reply, _Reply) and "text/event-stream" in request.headers.get("Accept", ""):
         return _stream(reply)
-    exchange, failure = _outcome(reply)
-    response = _render_outcome("chat/_reply.html", failure, exchanges=[], exchange=exchange)
+    exchange, failure, status = _outcome(reply)
+    response = _render("chat/_reply.html", status, failure=failure, exchanges=[], exchange=exchange)
     response.vary.add("Accept")
     return response
 

@@ -2,15 +2,19 @@
 
 from flask import Blueprint, current_app, redirect, request, url_for
 
+from ..limits import limiter
 from ..rendering import render, wants_fragment
-from ..scores import InvalidScore, current_board, json_score, number_box_value, parse_score
+from ..score_board import current_board
+from ..score_chart import bar_chart
+from ..score_values import InvalidScore, format_score, json_score, number_box_value, parse_score
 from ..state import SessionState
 
 bp = Blueprint("scores", __name__)
+bp.add_app_template_filter(format_score, "score")
+bp.add_app_template_filter(bar_chart, "bar_chart")
 
 TITLE = "Score board"
 DESCRIPTION = "Global state: submit a score; everyone sees the same top scores."
-RATE_LIMITS = {"submit": "SCORE_RATE_LIMIT"}
 
 last_score = SessionState("scores.last", default=None)
 
@@ -30,6 +34,7 @@ def index():
 
 
 @bp.post("/scores")
+@limiter.limit(lambda: current_app.config["SCORE_RATE_LIMIT"])
 def submit():
     """Add a score; htmx gets a fresh form and the new board, a plain form a redirect."""
     text = request.form.get("score", "")

@@ -2,6 +2,7 @@
 
 from flask import Blueprint, current_app, redirect, request, url_for
 
+from ..limits import limiter
 from ..rendering import render, wants_fragment
 from ..state import GlobalState, SessionState
 
@@ -9,7 +10,6 @@ bp = Blueprint("words", __name__)
 
 TITLE = "Word counter"
 DESCRIPTION = "Both at once: your own text and counts per browser, a tally of all words shared by everyone."
-RATE_LIMITS = {"count": "WORDS_RATE_LIMIT"}
 
 my_text = SessionState("words.text", default="")
 my_counts = SessionState("words.counts", default={"words": 0, "submissions": 0})
@@ -29,6 +29,7 @@ def index():
 
 
 @bp.post("/words")
+@limiter.limit(lambda: current_app.config["WORDS_RATE_LIMIT"])
 def count():
     """Count the words of a text: for this browser, and into everyone's tally."""
     text = request.form.get("text", "")

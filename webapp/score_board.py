@@ -4,7 +4,7 @@ By default the board is `ScoreBoard`, in this process's memory: created once per
 `init_app` and shared by every thread of the process (gunicorn's gthread workers, Flask's threaded
 dev server). "Global" then means global to one process: several processes would each keep a board
 of their own, so the gunicorn config refuses to start more than one worker on it
-(`shared_store.check_workers`).
+(`workers.check_workers`).
 With `REDIS_URL` set, the board is `RedisScoreBoard`, global to every process and machine that
 uses that Redis.
 
@@ -13,88 +13,12 @@ Memory does not grow with the number of submissions: either board keeps only the
 """
 
 import heapq
-import math
-import re
 import threading
 from dataclasses import dataclass
 
 from flask import current_app
 
-from .shared_store import redis_client
-
-# Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-# What an <input type="number"> can hold: HTML's "valid floating-point number".
-_HTML_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
-MAX_SCORE_CHARS = 64
-# The shortest bar of a score that is not zero, in hundredths of the chart's width.
-MIN_BAR_WIDTH = 2.0
-
-
-class InvalidScore(ValueError):
-    """A submitted score that is not a finite number."""
-
-
-def parse_score(text, max_abs=1e15):
-    """Return the number a submitted string means, or raise InvalidScore saying why it is refused."""
-    text = (text or "").strip()
-    if not text:
-        raise InvalidScore("Enter a score: the box was empty.")
-    if len(text) > MAX_SCORE_CHARS or not _NUMBER.fullmatch(text):
-        raise InvalidScore("A score must be a number, such as 42 or -3.5.")
-    value = float(text)
-    if not math.isfinite(value) or abs(value) > max_abs:
-        raise InvalidScore(f"That number is too large: scores go from {format_score(-max_abs)} "
-                           f"to {format_score(max_abs)}.")
-    return value + 0.0  # folds -0.0 into 0.0
-
-
-def number_box_value(text):
-    """The submitted text if a number box can show it again, else an empty box."""
-    return text if _HTML_NUMBER.fullmatch(text) else ""
-
-
-def format_score(value):
-    """Show integral scores without a trailing '.0'."""
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def json_score(value):
-    """Integral scores as JSON integers, the rest as floats."""
-    return int(value) if value.is_integer() else value
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One bar of a chart, in the chart's coordinates: x and width from 0 to 100."""
-
-    x: float
-    width: float
-    negative: bool
-
-
-@dataclass(frozen=True)
-class BarChart:
-    """Bars for some scores from one zero line, at `zero` (from 0 to 100)."""
-
-    zero: float
-    bars: tuple
-
-
-def bar_chart(values):
-    """Chart scores as bars from one zero line, scaled so that zero and every score fit the width."""
-    low, high = min(0.0, *values), max(0.0, *values)
-    zero = (0.0 - low) / ((high - low) or 1.0) * 100
-    # However small beside the others, a score that is not zero keeps room for a visible bar.
-    zero = round(min(max(zero, MIN_BAR_WIDTH if low < 0 else 0.0),
-                     100 - MIN_BAR_WIDTH if high > 0 else 100.0), 2)
-    bars = []
-    for value in values:
-        room, extreme = (100 - zero, high) if value > 0 else (zero, low)
-        width = round(max(value / extreme * room, MIN_BAR_WIDTH), 2) if value else 0.0
-        x = round(zero - width, 2) if value < 0 else zero
-        bars.append(Bar(x, width, value < 0))
-    return BarChart(zero, tuple(bars))
+from .redis_connection import redis_client
 
 
 @dataclass(frozen=True)
@@ -175,8 +99,6 @@ def init_app(app):
         app.extensions["scores"] = RedisScoreBoard(client, app.config["REDIS_KEY_PREFIX"], size)
     else:
         app.extensions["scores"] = ScoreBoard(size=size)
-    app.add_template_filter(format_score, "score")
-    app.add_template_filter(bar_chart, "bar_chart")
 
 
 def current_board():

@@ -1,0 +1,13 @@
+"""What a store raises when it cannot be reached, and what the page then says.
+
+Redis down, or the embedded database's disk full, folder unwritable, file locked for too long: the
+requests that need that store get a 503 with `STORE_DOWN` (see `webapp/errors.py`) and write
+nothing, while the others go on.
+"""
+
+import redis
+import sqlalchemy.exc
+
+STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
+              "try again in a moment.")
