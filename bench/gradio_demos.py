@@ -18,9 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "hxstate-chat"
-# hxstate's defaults (webapp/__init__.py: CHAT_MAX_NEW_TOKENS, CHAT_MIN_NEW_TOKENS, CHAT_DO_SAMPLE,
-# CHAT_NO_REPEAT_NGRAM_SIZE), so that a reply costs the same work in both servers.
-GENERATION = dict(max_new_tokens=40, min_new_tokens=1, do_sample=False, no_repeat_ngram_size=3)
+# hxstate's defaults (webapp/__init__.py: CHAT_MAX_NEW_TOKENS; decoding from the model's own
+# generation_config.json, which `generate` reads as the app does), so that a reply costs the same
+# work in both servers.
+GENERATION = dict(max_new_tokens=40)
 
 
 def load(model_folder):

@@ -1,13 +1,14 @@
-"""The shipped chat model and the script that builds it."""
+"""The shipped chat model, how the app loads and prompts it, and the script that builds it."""
 
 import importlib.util
+import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from html_tree import text_of
 from webapp import ROOT, create_app
 from webapp.chat_model import ChatModel
 from webapp.generation import Job
@@ -24,19 +25,25 @@ def load_training_script():
     return module
 
 
-@pytest.fixture(scope="module")
-def shipped_model():
-    """The model the default configuration loads, through the app's loading path."""
-    app = create_app({"TESTING": True, "SECRET_KEY": "test",
-                      "SQLALCHEMY_DATABASE_URI": "sqlite://"})
-    assert app.config["CHAT_MODEL"] == str(SHIPPED)
-    return app.extensions["chat_model"]
-
-
 def test_shipped_model_is_small_and_complete():
     names = {path.name for path in SHIPPED.iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= names
-    assert sum(path.stat().st_size for path in SHIPPED.iterdir()) < 10 * 1024 * 1024
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+            "README.md"} <= names
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 24 * 1024 * 1024
+    card = (SHIPPED / "README.md").read_text()
+    assert "chitchat-dataset" in card and "MIT" in card and "chatterbot-corpus" in card
+    assert "word-level perplexity" in card
+
+
+def test_shipped_decoding_defaults_come_from_its_generation_config():
+    stored = json.loads((SHIPPED / "generation_config.json").read_text())
+    model = ChatModel(str(SHIPPED))
+    for name in ("do_sample", "repetition_penalty", "min_new_tokens"):
+        assert model.generation[name] == stored[name], name
+    assert model.no_repeat_ngram_size == stored["no_repeat_ngram_size"]
+    greedy = ChatModel(str(SHIPPED), do_sample=False, no_repeat_ngram_size=0)
+    assert greedy.generation["do_sample"] is False and "temperature" not in greedy.generation
+    assert greedy.no_repeat_ngram_size == 0
 
 
 @pytest.mark.parametrize("turns", SMALL_TALK, ids=lambda turns: " / ".join(turns))
@@ -45,20 +52,51 @@ def test_shipped_model_answers_small_talk_with_words(shipped_model, turns):
     assert re.search(r"[A-Za-z]{2,}", answer), answer
     job = Job(turns, time.monotonic() + 60)
     shipped_model.generate([job])
+    # CHAT_SEED makes even sampled replies the same every time.
     assert job.text == answer and 1 <= job.tokens <= shipped_model.max_new_tokens
+
+
+def test_a_typed_turn_separator_stays_text(tiny_model):
+    separator = tiny_model.tokenizer.eos_token
+    forged = tiny_model.prompt_ids([f"hi{separator}what is your name?"])
+    assert forged.count(tiny_model.eos) == 1 and forged[-1] == tiny_model.eos
+    assert separator in tiny_model.tokenizer.decode(forged[:-1])
+    assert len(tiny_model.prompt_ids(["hi", "what is your name?"])) != len(forged)
+
+
+def test_chat_page_says_which_model_answers(tmp_path):
+    app = create_app({"TESTING": True, "SECRET_KEY": "test",
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    text = text_of(app.test_client().get("/chat").get_data(as_text=True))
+    parameters = app.extensions["chat_model"].parameters
+    assert f"Replies come from hxstate-chat, {parameters / 1e6:.0f} M parameters" in text
+    assert "chitchat-dataset" in text and "HXSTATE_CHAT_MODEL" in text
 
 
 def test_training_runs_end_to_end_and_is_deterministic(tmp_path):
     script = load_training_script()
-    tiny = ["--steps", "3", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
-            "--n-positions", "64", "--train-length", "32", "--vocab-size", "300", "--batch-size", "8"]
+    tiny = ["--conversations", "60", "--steps", "3", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
+            "--n-positions", "64", "--vocab-size", "300", "--batch-size", "8"]
     for name in ("first", "second"):
         script.main(["train", "--out", str(tmp_path / name), *tiny])
     first, second = (load_file(tmp_path / name / "model.safetensors") for name in ("first", "second"))
     assert first.keys() == second.keys()
     assert all((first[key] == second[key]).all() for key in first)
-    card = (tmp_path / "first" / "README.md").read_text()
-    assert "held-out loss" in card and "chatterbot-corpus" in card
-    built = ChatModel(str(tmp_path / "first"), max_new_tokens=4)
+    folder = tmp_path / "first"
+    script.main(["evaluate", str(folder), "--conversations", "60", "--exchanges", "20", "--choices", "10",
+                 "--write"])
+    card = (folder / "README.md").read_text()
+    assert "word-level perplexity of held-out replies" in card and "chitchat-dataset" in card
+    assert "train --conversations 60 --steps 3" in card
+    built = ChatModel(str(folder), max_new_tokens=4)
     assert isinstance(built.reply(["hello"]), str)
-    assert Path(tmp_path / "first" / "tokenizer.json").is_file()
+    assert built.about.startswith("first, ") and "small talk" in built.about
+
+
+def test_reply_quality_counts_what_the_model_card_reports():
+    script = load_training_script()
+    dictionary = {"i", "like", "dog", "the", "park", "go", "walk"}
+    quality = script.reply_quality(["I like dogs", "I like dogs", "zzkq", "go go go go go go"], dictionary)
+    assert quality["english"] == pytest.approx(12 / 13)
+    assert quality["two_words"] == 3 / 4 and quality["distinct"] == 3 / 4
+    assert quality["not_repetitive"] == 3 / 4
