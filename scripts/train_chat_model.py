@@ -1,7 +1,7 @@
 """Build hxstate's small conversational model from scratch, deterministically, on the CPU.
 
-    .venv/bin/python scripts/train_chat_model.py train [--out models/hxstate-chat] [--steps 3600]
-    .venv/bin/python scripts/train_chat_model.py evaluate [models/hxstate-chat] [--write]
+    .venv/bin/python scripts/train_chat_model.py train [--out models/hxstate-chat] [--steps 3000]
+    .venv/bin/python scripts/train_chat_model.py evaluate [models/hxstate-chat] [--choose] [--write]
 
 Data: the conversations of the PyPI packages `chitchat-dataset` (MIT) and `chatterbot-corpus`
 (BSD-3-Clause), split into train / validation / held-out by a hash of each conversation. Tokenizer:
@@ -295,6 +295,7 @@ def is_english(word, dictionary):
 
 
 def words_of(text):
+    """The lower-case words of a text, contractions kept whole."""
     return re.findall(r"[a-z]+(?:'[a-z]+)?", text.lower())
 
 
@@ -428,6 +429,7 @@ def choose_decoding(folder, validation, dictionary, count):
 
 
 def format_decoding(decoding, quality):
+    """One line of the decoding table: the setting, its figures and how many floors it meets."""
     name = (f"sample t={decoding['temperature']}" if decoding["do_sample"] else "greedy") + (
         f", repetition penalty {decoding['repetition_penalty']}, min tokens {decoding['min_new_tokens']}")
     figures = "  ".join(f"{key} {quality[key]:.3f}" for key in ("f1", *FLOORS))
