@@ -323,20 +323,13 @@ def exchanges(conversations, count, purpose):
 
 def reply_log_likelihoods(chat, pairs, batch_size=32):
     """Each reply's log-likelihood (its tokens and eos) given its context, with the newest turns of
-    the context that fit the model's window beside the reply."""
+    the context that fit the model's window beside the reply, as the app keeps them."""
     tokenizer, model, eos = chat.tokenizer, chat.model, chat.eos
     sequences = []
     for context, reply in pairs:
         # Cut only for toy windows (a test's tiny model): 30 words fit the shipped model's window.
         target = (tokenizer.encode(reply) + [eos])[:chat.context_size - 1]
-        prompt = []
-        for text in reversed(context):
-            ids = tokenizer.encode(text) + [eos]
-            if len(prompt) + len(ids) + len(target) > chat.context_size:
-                prompt = prompt or ids[len(target) - chat.context_size:]
-                break
-            prompt = ids + prompt
-        sequences.append((prompt, target))
+        sequences.append((chat.prompt_ids(context, chat.context_size - len(target)), target))
     results = []
     with torch.inference_mode():
         for start in range(0, len(sequences), batch_size):

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from flask import current_app
+from huggingface_hub.repocard import metadata_load
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           StoppingCriteria, StoppingCriteriaList)
 from transformers.generation.streamers import BaseStreamer
@@ -122,6 +122,7 @@ class ChatModel:
         self.no_repeat_ngram_size = settings.pop("no_repeat_ngram_size") or 0
         if not settings["do_sample"]:
             del settings["temperature"], settings["top_p"]
+        # no_repeat_ngram_size=0: transformers' own would count the left padding (NoRepeatNGrams).
         self.generation = dict(max_new_tokens=self.max_new_tokens, pad_token_id=self.eos,
                                eos_token_id=self.eos, no_repeat_ngram_size=0,
                                **{name: value for name, value in settings.items() if value is not None})
@@ -130,9 +131,10 @@ class ChatModel:
         self.about = _about(source, self.parameters)
         self._lock = threading.Lock()
 
-    def prompt_ids(self, texts):
-        """Token ids of the conversation, newest turns kept, fitting the window with the reply."""
-        budget = self.context_size - self.max_new_tokens
+    def prompt_ids(self, texts, budget=None):
+        """Token ids of the conversation, newest turns kept, fitting the window with the reply (or
+        in `budget` tokens)."""
+        budget = budget or self.context_size - self.max_new_tokens
         kept = []
         for text in reversed(texts):
             # Typed text stays text: "<|endoftext|>" in a message cannot forge a turn separator.
@@ -185,14 +187,9 @@ def _about(source, parameters):
     name = Path(source).name if Path(source).is_dir() else source
     line = f"{name}, {parameters / 1e6:.0f} M parameters" if parameters >= 1e6 else name
     card = Path(source) / "README.md"
-    if card.is_file():
-        text = card.read_text(encoding="utf-8")
-        # Model cards open with YAML front matter; `summary` is hxstate's one line about the model.
-        if text.startswith("---\n") and "\n---" in text[4:]:
-            meta = yaml.safe_load(text[4:text.index("\n---", 4)]) or {}
-            if meta.get("summary"):
-                line += f", {meta['summary']}"
-    return line
+    # `summary` in the card's front matter is hxstate's one line about the model.
+    summary = card.is_file() and (metadata_load(card) or {}).get("summary")
+    return f"{line}, {summary}" if summary else line
 
 
 def init_app(app):
