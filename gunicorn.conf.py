@@ -10,25 +10,30 @@ threads = int(os.environ.get("HXSTATE_THREADS", "32"))
 # a worker that is stuck; keep it above the longest generation anyway.
 timeout = int(os.environ.get("HXSTATE_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("HXSTATE_GRACEFUL_TIMEOUT", "30"))
-# Load the app, and so the model, once in the master: the workers share its memory copy-on-write.
-# The master never runs a forward pass, so no torch thread pool exists yet when it forks.
+# Load the app once in the master, which checks its settings (on_starting) before any worker starts.
 preload_app = True
 accesslog = os.environ.get("HXSTATE_ACCESS_LOG") or None
 
 
 def on_starting(server):
-    """Refuse a weak secret key, and a worker count the configured stores cannot keep consistent."""
+    """Refuse a weak secret key or a worker count the stores cannot serve; load a model to share."""
+    from webapp.background_model import preload
     from webapp.security import check_secret_key
     from webapp.workers import check_workers
 
     app = server.app.wsgi()
     check_secret_key(app)
     check_workers(app, server.cfg.workers)
+    # Loaded before the fork, the weights are shared by the workers copy-on-write. A lone worker has
+    # nobody to share them with: it serves pages at once and loads the model in the background.
+    # Either way the master never runs a forward pass, so no torch thread pool exists when it forks.
+    if server.cfg.workers > 1:
+        preload(app)
 
 
-def post_fork(server, worker):
-    """Give each worker its share of the cores for torch, so that workers do not oversubscribe them."""
-    import torch
+def post_worker_init(worker):
+    """Give torch this worker's share of the cores; start loading the model if the master did not."""
+    from webapp.background_model import start_loading
 
     share = int(os.environ.get("HXSTATE_TORCH_THREADS", "0"))
-    torch.set_num_threads(share or max(1, (os.cpu_count() or 1) // server.cfg.workers))
+    start_loading(worker.wsgi, share or max(1, (os.cpu_count() or 1) // worker.cfg.workers))

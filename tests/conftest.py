@@ -146,7 +146,7 @@ def shipped_model():
     app = create_app({"TESTING": True, "SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": "sqlite://",
                       "CHAT_SEED": 0})
     assert app.config["CHAT_MODEL"] == str(ROOT / "models" / "hxstate-chat")
-    return app.extensions["chat_model"]
+    return app.extensions["chat_model"].get()
 
 
 class HeldModel(ScriptedModel):

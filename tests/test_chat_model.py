@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from html_tree import text_of
 from webapp import ROOT, create_app
+from webapp.background_model import stored_parameters
 from webapp.chat_model import ChatModel
 from webapp.generation import Job
 
@@ -64,12 +65,13 @@ def test_a_typed_turn_separator_stays_text(tiny_model):
     assert len(tiny_model.prompt_ids(["hi", "what is your name?"])) != len(forged)
 
 
-def test_chat_page_says_which_model_answers(tmp_path):
+def test_chat_page_says_which_model_answers(tmp_path, shipped_model):
     app = create_app({"TESTING": True, "SECRET_KEY": "test",
                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
     text = text_of(app.test_client().get("/chat").get_data(as_text=True))
-    parameters = app.extensions["chat_model"].parameters
-    assert f"Replies come from hxstate-chat, {parameters / 1e6:.0f} M parameters" in text
+    # Read from the weights' files before the model is loaded: the count the loaded model has.
+    assert stored_parameters(SHIPPED) == shipped_model.parameters
+    assert f"Replies come from hxstate-chat, {shipped_model.parameters / 1e6:.0f} M parameters" in text
     assert "chitchat-dataset" in text and "HXSTATE_CHAT_MODEL" in text
 
 

@@ -13,7 +13,7 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import (chat_history, chat_model, database, errors, generation, limits,  # noqa: E402
+from . import (background_model, chat_history, database, errors, generation, limits,  # noqa: E402
                redis_connection, score_board, security, sessions, state)
 from .pages import PAGES, home  # noqa: E402
 
@@ -98,7 +98,7 @@ def create_app(test_config=None):
     state.init_app(app)
     sessions.init_app(app)
     chat_history.init_app(app)
-    chat_model.init_app(app)
+    background_model.init_app(app)
     generation.init_app(app)
 
     app.register_blueprint(home.bp)

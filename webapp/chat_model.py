@@ -1,4 +1,5 @@
-"""The chat model: a transformers causal LM loaded once per process and shared by every request.
+"""The chat model: a transformers causal LM, loaded once per process (by background_model.py) and
+shared by every request.
 
 Prompts follow DialoGPT: the conversation's turns, each followed by the tokenizer's eos token,
 trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's context window.
@@ -16,18 +17,14 @@ import time
 from pathlib import Path
 
 import torch
-from flask import current_app
-from huggingface_hub.repocard import metadata_load
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
                           StoppingCriteria, StoppingCriteriaList)
 from transformers.generation.streamers import BaseStreamer
 
+from .background_model import DECODING, about
 from .generation import Job, ModelError
 
 TIME_LIMIT = "time limit"
-# The decoding settings that CHAT_* can set and that otherwise come from the model's generation config.
-DECODING = ("do_sample", "temperature", "top_p", "repetition_penalty", "no_repeat_ngram_size",
-            "min_new_tokens")
 
 
 class _RowStreamer(BaseStreamer):
@@ -128,7 +125,7 @@ class ChatModel:
                                **{name: value for name, value in settings.items() if value is not None})
         self.generation["min_new_tokens"] = self.generation.get("min_new_tokens") or 1
         self.parameters = sum(p.numel() for p in self.model.parameters())
-        self.about = _about(source, self.parameters)
+        self.about = about(source, self.parameters)
         self._lock = threading.Lock()
 
     def prompt_ids(self, texts, budget=None):
@@ -181,29 +178,3 @@ class ChatModel:
         self.generate([job])
         return job.result()
 
-
-def _about(source, parameters):
-    """One line on the model for the chat page: its name, size and, from its card, its training data."""
-    name = Path(source).name if Path(source).is_dir() else source
-    line = f"{name}, {parameters / 1e6:.0f} M parameters" if parameters >= 1e6 else name
-    card = Path(source) / "README.md"
-    # `summary` in the card's front matter is hxstate's one line about the model.
-    summary = card.is_file() and (metadata_load(card) or {}).get("summary")
-    return f"{line}, {summary}" if summary else line
-
-
-def init_app(app):
-    """Load the model named by CHAT_MODEL once, unless the config hands over a ready model."""
-    source = app.config["CHAT_MODEL"]
-    if hasattr(source, "generate"):
-        model = source
-    else:
-        model = ChatModel(source, max_new_tokens=app.config["CHAT_MAX_NEW_TOKENS"],
-                          seed=app.config["CHAT_SEED"],
-                          **{name: app.config[f"CHAT_{name.upper()}"] for name in DECODING})
-    app.extensions["chat_model"] = model
-
-
-def current_model():
-    """The chat model of the app handling this request."""
-    return current_app.extensions["chat_model"]

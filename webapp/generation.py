@@ -182,7 +182,7 @@ class Scheduler:
 
 
 def init_app(app):
-    """Create this app's scheduler over the chat model loaded by `chat_model.init_app`."""
+    """Create this app's scheduler over the chat model of `background_model.init_app`."""
     config = app.config
     if config["CHAT_LOCK_TIMEOUT"] <= config["CHAT_TIME_LIMIT"] + config["CHAT_STALL_GRACE"]:
         raise ValueError("CHAT_LOCK_TIMEOUT must exceed CHAT_TIME_LIMIT by more than CHAT_STALL_GRACE "

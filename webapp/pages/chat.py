@@ -6,7 +6,7 @@ from flask import (Blueprint, abort, current_app, redirect, render_template, req
                    stream_with_context, url_for)
 
 from ..chat_history import Exchange, Turn, current_history
-from ..chat_model import current_model
+from ..background_model import current_model
 from ..generation import ModelError, Overloaded, current_scheduler
 from ..limits import limiter
 from ..rendering import VARY, render, wants_fragment
