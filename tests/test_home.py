@@ -15,3 +15,10 @@ def test_navigation_marks_the_current_page(client):
     navigation = parse(client.get("/scores").get_data(as_text=True)).find("nav")
     assert [link["href"] for link in navigation.find_all("a") if link.get("aria-current") == "page"] == [
         "/scores"]
+
+
+def test_home_says_what_each_page_shows_and_where_the_demos_come_from(client):
+    lead = parse(client.get("/").get_data(as_text=True)).find("p", class_="lead").text
+    assert "“State in Gradio”" in lead
+    for words in ("global state", "session state", "both kinds"):
+        assert words in lead

@@ -261,9 +261,18 @@ def test_browser_polls_revalidate_an_unchanged_board_with_304(browser, app):
         page.close()
 
 
-def test_a_refused_score_goes_back_into_the_box_only_if_the_box_can_hold_it(client):
-    too_large = client.post("/scores", data={"score": "1e16"}, headers=HTMX).get_data(as_text=True)
-    assert parse(too_large).find("input", id="score")["value"] == "1e16"
-    not_a_number = client.post("/scores", data={"score": "lots"}, headers=HTMX).get_data(as_text=True)
-    assert parse(not_a_number).find(id="score-error")
-    assert parse(not_a_number).find("input", id="score")["value"] == ""
+def test_a_refused_score_goes_back_into_the_box_to_be_corrected(client):
+    for text in ("1e16", "lots", "<b>5</b>"):
+        refused = client.post("/scores", data={"score": text}, headers=HTMX).get_data(as_text=True)
+        assert parse(refused).find(id="score-error")
+        assert parse(refused).find("input", id="score")["value"] == text
+
+
+def test_browser_shows_the_servers_message_for_text_in_the_score_box(browser, live_server):
+    page = browser.new_page()
+    page.goto(f"{live_server}/scores")
+    page.fill("#score", "abc")
+    page.press("#score", "Enter")
+    assert "A score must be a number" in page.locator("#score-error").inner_text()
+    assert page.locator("#score").input_value() == "abc"
+    page.close()

@@ -67,7 +67,7 @@ def test_scores_beyond_the_bounds_are_refused(client):
         response = client.post("/scores", data={"score": text}, headers=HTMX)
         html = response.get_data(as_text=True)
         assert response.status_code == 422
-        assert "scores go from -1000000000000000 to 1000000000000000" in text_of(html)
+        assert "scores go from -1,000,000,000,000,000 to 1,000,000,000,000,000" in text_of(html)
     assert client.post("/scores", data={"score": "1e15"}, headers=HTMX).status_code == 200
 
 

@@ -5,8 +5,6 @@ import re
 
 # Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-# What an <input type="number"> can hold: HTML's "valid floating-point number".
-_HTML_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
 MAX_SCORE_CHARS = 64
 
 
@@ -23,19 +21,19 @@ def parse_score(text, max_abs=1e15):
         raise InvalidScore("A score must be a number, such as 42 or -3.5.")
     value = float(text)
     if not math.isfinite(value) or abs(value) > max_abs:
-        raise InvalidScore(f"That number is too large: scores go from {format_score(-max_abs)} "
-                           f"to {format_score(max_abs)}.")
+        raise InvalidScore(f"That number is too large: scores go from {readable_score(-max_abs)} "
+                           f"to {readable_score(max_abs)}.")
     return value + 0.0  # folds -0.0 into 0.0
-
-
-def number_box_value(text):
-    """The submitted text if a number box can show it again, else an empty box."""
-    return text if _HTML_NUMBER.fullmatch(text) else ""
 
 
 def format_score(value):
     """Show integral scores without a trailing '.0'."""
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def readable_score(value):
+    """A score for a sentence, its thousands grouped: 1,000,000,000,000,000."""
+    return f"{int(value):,}" if value.is_integer() else f"{value:,}"
 
 
 def json_score(value):

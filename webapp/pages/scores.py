@@ -6,7 +6,7 @@ from ..limits import limiter
 from ..rendering import render, wants_fragment
 from ..score_board import current_board
 from ..score_chart import bar_chart
-from ..score_values import InvalidScore, format_score, json_score, number_box_value, parse_score
+from ..score_values import InvalidScore, format_score, json_score, parse_score
 from ..state import SessionState
 
 bp = Blueprint("scores", __name__)
@@ -41,7 +41,7 @@ def submit():
     try:
         value = parse_score(text, current_app.config["SCORE_MAX_ABS"])
     except InvalidScore as error:
-        return _render("scores/_form.html", 422, error=str(error), value=number_box_value(text))
+        return _render("scores/_form.html", 422, error=str(error), value=text)
     current_board().submit(value)
     last_score.set(value)
     if wants_fragment():
