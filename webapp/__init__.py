@@ -38,6 +38,8 @@ def create_app(test_config=None):
         SCORE_RATE_LIMIT="60/minute",
         CHAT_RATE_LIMIT="20/minute",
         WORDS_RATE_LIMIT="30/minute",
+        # The *_RATE_LIMIT values count per browser session; this counts all of an address's posts.
+        ADDRESS_RATE_LIMIT="300/minute",
         WORDS_MAX_CHARS=5000,
         MAX_CONTENT_LENGTH=64 * 1024,
         # A chat tab left open for hours must still post: the token lives as long as the session.

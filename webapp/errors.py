@@ -5,6 +5,7 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
+from .limits import seconds_until_allowed
 from .rendering import render, wants_fragment
 from .session_outages import session_unavailable
 from .store_errors import STORE_DOWN, STORE_ERRORS
@@ -16,9 +17,9 @@ MESSAGES = {
     405: "This address does not accept that kind of request.",
     413: "What you sent is too large.",
     422: "What you sent could not be used.",
-    429: "Too many requests: wait a moment and try again.",
+    429: "You are sending faster than this demo allows; try again in a moment.",
     500: "Something went wrong on our side. Nothing you had stored was lost; try again.",
-    503: "The service is busy or a store is unreachable. Try again in a moment.",
+    503: "The service is busy or a store cannot be reached; try again in a moment.",
 }
 
 
@@ -49,9 +50,9 @@ def _csrf_error(error):
 
 
 def _rate_limited(error):
-    """Over a rate limit: say which limit, and that waiting helps."""
-    return render_error(error, f"Too many requests (the limit is {error.description}): "
-                               f"wait a moment and try again.")
+    """Over a rate limit: say how long to wait."""
+    return render_error(error, "You are sending faster than this demo allows; "
+                               f"try again in {seconds_until_allowed()} s.")
 
 
 def _store_error(error):

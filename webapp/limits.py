@@ -1,15 +1,47 @@
-"""Per-client rate limits (Flask-Limiter) on the endpoints that change state.
+"""Rate limits (Flask-Limiter) on the endpoints that change state.
 
-A page decorates a view with `@limiter.limit(lambda: current_app.config["<CONFIG_KEY>"])`; the
-config value is a Flask-Limiter limit such as "60/minute", read when a request is checked. Counts
-live in Redis when `REDIS_URL` is set, so that every worker and machine counts together; otherwise
-in this process's memory, which is right for the one worker the embedded configuration allows.
+A page decorates each post with `@limited("<CONFIG_KEY>")`. That config value, a Flask-Limiter
+limit such as "20/minute", counts per browser session, so that people behind one address (an
+office, a school, a carrier's NAT) do not use up each other's allowance. On top of it,
+`ADDRESS_RATE_LIMIT` counts every limited post of one address together, and is looser: a client
+that drops its cookies gets a new session each time, and is held back by its address instead.
+Both are read when a request is checked. Counts live in Redis when `REDIS_URL` is set, so that
+every worker and machine counts together; otherwise in this process's memory, which is right for
+the one worker the embedded configuration allows.
 """
 
+import time
+
+from flask import current_app, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from .session_outages import session_unavailable
+
 limiter = Limiter(get_remote_address)
+_per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
+
+
+def session_key():
+    """The key a browser is counted under: its session, or its address if it has none to read."""
+    if session_unavailable() or not session.sid:
+        return f"address:{get_remote_address()}"
+    return f"session:{session.sid}"
+
+
+def limited(config_key):
+    """Limit a view to config[`config_key`] per browser session and ADDRESS_RATE_LIMIT per address."""
+    per_session = limiter.limit(lambda: current_app.config[config_key], key_func=session_key)
+
+    def decorate(view):
+        return _per_address(per_session(view))
+    return decorate
+
+
+def seconds_until_allowed():
+    """Whole seconds until the limit this request broke lets it through again (at least 1)."""
+    current = limiter.current_limit
+    return max(1, int(current.reset_at - time.time())) if current else 1  # as Retry-After says
 
 
 def init_app(app):

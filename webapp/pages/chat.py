@@ -8,7 +8,7 @@ from flask import (Blueprint, abort, current_app, redirect, render_template, req
 from ..chat_history import Exchange, Turn, current_history
 from ..background_model import current_model
 from ..generation import ModelError, Overloaded, current_scheduler
-from ..limits import limiter
+from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
 from ..state import browser_id
 
@@ -159,7 +159,7 @@ def index():
 
 
 @bp.post("/chat")
-@limiter.limit(lambda: current_app.config["CHAT_RATE_LIMIT"])
+@limited("CHAT_RATE_LIMIT")
 def send():
     """Store the user's message; htmx gets it back at once, a plain form also waits for the reply."""
     text = request.form.get("message", "")
@@ -174,7 +174,7 @@ def send():
 
 
 @bp.post("/chat/replies/<int:turn_id>")
-@limiter.limit(lambda: current_app.config["CHAT_RATE_LIMIT"])
+@limited("CHAT_RATE_LIMIT")
 def reply(turn_id):
     """Generate (or return the already generated) reply to one of this browser's messages.
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, redirect, request, url_for
 
-from ..limits import limiter
+from ..limits import limited
 from ..rendering import render, wants_fragment
 from ..score_board import current_board
 from ..score_chart import bar_chart
@@ -34,7 +34,7 @@ def index():
 
 
 @bp.post("/scores")
-@limiter.limit(lambda: current_app.config["SCORE_RATE_LIMIT"])
+@limited("SCORE_RATE_LIMIT")
 def submit():
     """Add a score; htmx gets a fresh form and the new board, a plain form a redirect."""
     text = request.form.get("score", "")

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, redirect, request, url_for
 
-from ..limits import limiter
+from ..limits import limited
 from ..rendering import render, wants_fragment
 from ..state import GlobalState, SessionState
 
@@ -29,7 +29,7 @@ def index():
 
 
 @bp.post("/words")
-@limiter.limit(lambda: current_app.config["WORDS_RATE_LIMIT"])
+@limited("WORDS_RATE_LIMIT")
 def count():
     """Count the words of a text: for this browser, and into everyone's tally."""
     text = request.form.get("text", "")
