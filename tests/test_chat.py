@@ -265,3 +265,23 @@ def test_browser_chat_echoes_then_replies_and_keeps_history(browser, make_app):
         assert other.locator(".bubble").count() == 0
         alice.close()
         other.context.close()
+
+
+@pytest.mark.browser
+def test_browser_shows_waiting_not_typing_while_the_model_is_busy(browser, make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel("here at last"), CHAT_QUEUE_SIZE=0)  # every reply: busy
+    with serve(app) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        type_message(page, "anyone there?")
+        banner = page.locator("#alerts .alert", has_text="The model is busy with other chats")
+        banner.wait_for()
+        pending = page.locator(".bubble.bot.pending")
+        pending.get_by_text("waiting for the model").wait_for()
+        assert not pending.locator(".typing").is_visible()
+        assert "503" not in banner.inner_text()
+        app.extensions["generation"].queue_size = 16  # the other chats are done
+        pending.get_by_role("button", name="Get the reply").click()
+        page.locator(".bubble.bot", has_text="here at last").wait_for()
+        banner.wait_for(state="detached")
+        page.close()

@@ -29,9 +29,10 @@ def render_error(error, message=None):
     if message is None and error.description != type(error).description:
         message = error.description  # a view's own explanation
     message = message or MESSAGES.get(code) or error.description
+    banner = wants_fragment()
     response = render("errors/page.html", "errors/_error.html", code,
-                      code=code, name=error.name, message=message)
-    if wants_fragment():
+                      code=code, name=error.name, message=message, banner=banner)
+    if banner:
         # The element that asked may be a form or a list: show errors where they are always seen.
         response.headers["HX-Retarget"] = "#alerts"
         response.headers["HX-Reswap"] = "innerHTML"

@@ -21,13 +21,18 @@ def render(page, fragment, status=200, fragment_etag=None, **context):
     """Render `fragment` for an htmx partial request and `page` otherwise.
 
     With `fragment_etag`, a fragment request whose If-None-Match already holds that tag gets an
-    empty 304 without rendering anything.
+    empty 304 without rendering anything. A fragment that answers a successful post also empties
+    the page's alert region: what went wrong before has passed. Polls do not, or a banner would
+    vanish before anyone read it.
     """
     partial = wants_fragment()
     if partial and fragment_etag is not None and fragment_etag in request.if_none_match:
         response = current_app.response_class(status=304)
     else:
-        response = make_response(render_template(fragment if partial else page, **context), status)
+        html = render_template(fragment if partial else page, **context)
+        if partial and request.method == "POST" and status < 400:
+            html += render_template("_partials/alerts_cleared.html")
+        response = make_response(html, status)
     if partial and fragment_etag is not None:
         response.set_etag(fragment_etag)
         response.cache_control.no_cache = True

@@ -110,7 +110,10 @@ class _Reply:
         except (ModelError, Overloaded):
             pass  # finish() says what went wrong
         exchange = self.finish()
-        yield _event(render_template("chat/_reply.html", exchange=exchange, failure=self.failure))
+        html = render_template("chat/_reply.html", exchange=exchange, failure=self.failure)
+        if not self.failure:  # as every fragment of a success does (rendering.py)
+            html += render_template("_partials/alerts_cleared.html")
+        yield _event(html)
 
 
 def _event(html):
