@@ -7,3 +7,20 @@ document.addEventListener("click", (event) => {
   const dismiss = event.target.closest(".alert .dismiss");
   if (dismiss) dismiss.closest(".alert").remove();
 });
+
+// The message box: Enter sends, Shift+Enter starts a new line (so does Enter while an input method
+// composes a character).
+document.addEventListener("keydown", (event) => {
+  const box = event.target;
+  if (box.id !== "message" || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+  event.preventDefault();
+  box.form.requestSubmit();
+});
+
+// The message box's character count against its limit, counted as its maxlength counts.
+document.addEventListener("input", (event) => {
+  const box = event.target;
+  if (box.id !== "message") return;
+  const count = document.getElementById("message-count");
+  if (count) count.textContent = `${box.value.length} of ${count.dataset.limit} characters`;
+});

@@ -187,17 +187,15 @@ def chat(client, text):
 
 
 def said(bubble):
-    """What a chat bubble says, without who says it."""
-    who = bubble.find("span", class_="who")
-    return "".join(child if isinstance(child, str) else child.raw_text
-                   for child in bubble.children if child is not who).strip()
+    """What a chat bubble says, without who says it (its Markdown as the page shows it)."""
+    return bubble.find(class_="text").raw_text.strip()
 
 
 def conversation(html):
     """The (speaker, text) pairs of the messages and finished replies a chat page or fragment
     shows, in order; a reply still on its way or failed is not among them."""
     return [(bubble.find("span", class_="who").text.removesuffix(":"), said(bubble))
-            for bubble in parse(html).find_all("p", class_="bubble")]
+            for bubble in parse(html).find_all("div", class_="bubble")]
 
 
 def failed_reply(html, turn):

@@ -107,7 +107,7 @@ def test_htmx_send_echoes_the_message_with_a_pending_reply(app):
     assert conversation(html) == [("You", "echo this")]
     pending = exchange.find("form", class_="pending")
     assert pending.find(class_="typing") and pending["data-hx-trigger"] == "load, submit"
-    assert fragment.find("input", id="message")["value"] == ""  # the message box comes back empty
+    assert fragment.find("textarea", id="message").text == ""  # the message box comes back empty
     assert "HX-Request" in response.vary
 
 
@@ -140,7 +140,7 @@ def test_bad_message_is_refused_and_history_kept(make_app, text, htmx):
     html = response.get_data(as_text=True)
     assert response.status_code == 422
     form = parse(html).find("form", id="chat-form")
-    assert form.find(id="message-error") and form.find("input", id="message")["aria-invalid"] == "true"
+    assert form.find(id="message-error") and form.find("textarea", id="message")["aria-invalid"] == "true"
     assert ("<html" in html) is not htmx
     assert log(client) == [("You", "before"), ("Bot", "kept")]
 
@@ -284,4 +284,23 @@ def test_browser_shows_waiting_not_typing_while_the_model_is_busy(browser, make_
         pending.get_by_role("button", name="Get the reply").click()
         page.locator(".bubble.bot", has_text="here at last").wait_for()
         banner.wait_for(state="detached")
+        page.close()
+
+
+@pytest.mark.browser
+def test_browser_message_box_takes_several_lines_and_counts_its_characters(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("two lines, got it"), CHAT_MAX_MESSAGE_CHARS=50)) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        assert page.get_attribute("#message", "maxlength") == "50"
+        assert page.locator("#message-count").inner_text() == "0 of 50 characters"
+        page.keyboard.type("first line")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("second")
+        assert page.input_value("#message") == "first line\nsecond"
+        assert page.locator("#message-count").inner_text() == "17 of 50 characters"
+        page.keyboard.press("Enter")
+        page.locator(".bubble.bot", has_text="two lines, got it").wait_for()
+        assert page.locator(".bubble.user .text").inner_text() == "first line\nsecond"
+        assert page.locator("#message-count").inner_text() == "0 of 50 characters"
         page.close()

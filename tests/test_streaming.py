@@ -11,19 +11,25 @@ from conftest import (STREAM, ScriptedModel, conversation, events, failed_reply,
                       when_called)
 from html_tree import parse
 from stepped_model import WORDS, SteppedModel
+from webapp.chat_markdown import render_markdown
 from webapp.chat_model import ChatModel
 from webapp.pages.chat import MODEL_FAILED
 
 
-def pieces(data):
-    """The text pieces that the stream's partial events append to the reply."""
-    return [partial.raw_text for partial in parse(data).find_all("hx-partial")
-            if partial.get("data-hx-swap") == "beforeend"]
+def snapshots(data):
+    """The reply's text so far, as each of the stream's partial events shows it in the bubble."""
+    return [partial.raw_text.strip() for partial in parse(data).find_all("hx-partial")
+            if partial.get("data-hx-target", "").startswith("#reply-text-")]
+
+
+def growing(texts):
+    """Whether each text extends the one before it."""
+    return all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
 
 
 def finished_reply(html, turn):
     """What the finished reply to `turn` says in `html`, with its bubble's classes; None if none."""
-    bubble = parse(html).find("p", id=f"reply-{turn}")
+    bubble = parse(html).find("div", id=f"reply-{turn}")
     return (said(bubble), bubble.classes) if bubble else None
 
 
@@ -55,13 +61,14 @@ def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_w
         stream = events(reader.stream(f"/chat/replies/{turn}"))
         model.release()
         first = next(stream)
-        assert pieces(first) == ["streamed"]
+        assert snapshots(first) == ["streamed"]
         assert saved_reply(browser, turn) is None  # generation has not ended: nothing stored yet
         pending = parse(browser.request("GET", "/chat", htmx=False)).find(id=f"reply-{turn}")
         assert pending.tag == "form" and "pending" in pending.classes
         model.release(3)
         rest = list(stream)
-        assert "".join(pieces(first) + [p for data in rest for p in pieces(data)]) == "streamed word by word"
+        texts = snapshots(first) + [text for data in rest for text in snapshots(data)]
+        assert growing(texts) and texts[-1] == "streamed word by word"
         assert finished_reply(rest[-1], turn) == ("streamed word by word", {"bubble", "bot"})
         assert saved_reply(browser, turn) == "streamed word by word"
 
@@ -73,7 +80,7 @@ def test_a_browser_that_leaves_mid_stream_finds_the_whole_reply_on_refresh(make_
     with one_message(app, browsers) as (browser, turn, reader):
         response = reader.stream(f"/chat/replies/{turn}")
         model.release()
-        assert pieces(next(events(response))) == ["kept"]
+        assert snapshots(next(events(response))) == ["kept"]
         response.close()
         reader.close()
         model.release(3)
@@ -86,10 +93,10 @@ def test_a_refresh_mid_stream_follows_the_same_generation(make_app, browsers):
     with one_message(make_app(CHAT_MODEL=model), browsers) as (browser, turn, first):
         first_events = events(first.stream(f"/chat/replies/{turn}"))
         model.release()
-        assert pieces(next(first_events)) == ["one"]
+        assert snapshots(next(first_events)) == ["one"]
         second = browsers(browser.port, browser.cookie, browser.token)
         second_events = events(second.stream(f"/chat/replies/{turn}"))
-        assert pieces(next(second_events)) == ["one"]  # what was written so far, at once
+        assert snapshots(next(second_events)) == ["one"]  # what was written so far, at once
         model.release(2)
         for stream in (first_events, second_events):
             assert finished_reply(list(stream)[-1], turn) == ("one generation only", {"bubble", "bot"})
@@ -120,11 +127,12 @@ class BeforeEachToken:
 
 
 def test_a_real_model_streams_each_change_of_its_text_and_stores_what_streamed(make_app, shipped_model):
-    read, reading = [], threading.Condition()
+    read, reading = [""], threading.Condition()
 
     def wait_for_the_reader(jobs, token):  # each token only once the text before it has been read
         with reading:
-            assert reading.wait_for(lambda: "".join(read) == jobs[0].text, 30), "the reader fell behind"
+            shown = parse(render_markdown(jobs[0].text)).raw_text.strip()
+            assert reading.wait_for(lambda: read[-1] == shown, 30), "the reader fell behind"
 
     model = BeforeEachToken(shipped_model, wait_for_the_reader)
     try:
@@ -135,20 +143,20 @@ def test_a_real_model_streams_each_change_of_its_text_and_stores_what_streamed(m
         try:
             for data in events(response.response):
                 with reading:
-                    read.extend(pieces(data))
+                    read.extend(snapshots(data))
                     reading.notify_all()
         finally:
             response.close()
     finally:
         model.remove()
-    assert len(read) > 3  # token by token, not in one piece
+    assert len(read) > 4 and growing(read)  # token by token, not in one piece
     [(_, reply)] = [entry for entry in log(client) if entry[0] == "Bot"]
-    assert "".join(read) == reply
+    assert read[-1] == reply
 
 
 def assert_cut_off(html, turn):
     """Check that `html` shows the reply to `turn` with the mark of a reply cut at its time limit."""
-    bubble = parse(html).find("p", id=f"reply-{turn}")
+    bubble = parse(html).find("div", id=f"reply-{turn}")
     assert "stopped" in bubble.classes
     assert bubble.find("em", class_="note").text == "(cut off: the reply reached its time limit)"
 
@@ -169,7 +177,7 @@ def test_a_reply_past_the_time_limit_is_stored_with_a_mark(make_app, tiny_model_
     assert model.jobs[0].tokens == 4
     # The mark is stored with the turn: a second request returns the stored reply, not a new one.
     again = client.post(f"/chat/replies/{turn}", headers=STREAM)
-    assert again.mimetype == "text/html" and pieces(again.get_data(as_text=True)) == []
+    assert again.mimetype == "text/html" and snapshots(again.get_data(as_text=True)) == []
     assert_cut_off(again.get_data(as_text=True), turn)
 
 
@@ -218,10 +226,10 @@ def test_browser_shows_the_reply_while_it_is_written(browser, make_app):
         page.locator(".reply-text", has_text="written while").wait_for()
         assert page.locator(".typing").is_visible()
         model.release(2)
-        page.locator("p.bubble.bot", has_text="written while you watch").wait_for()
+        page.locator("div.bubble.bot", has_text="written while you watch").wait_for()
         assert page.locator(".typing").count() == 0
         page.reload()
-        page.locator("p.bubble.bot", has_text="written while you watch").wait_for()
+        page.locator("div.bubble.bot", has_text="written while you watch").wait_for()
         context.close()
 
 
@@ -236,7 +244,7 @@ def test_gunicorn_streams_each_word_as_it_is_written(app_env, server_steps, brow
         stream = events(reader.stream(f"/chat/replies/{turn}"))
         for number, word in enumerate(WORDS):
             server_steps.release()  # the next word is written only once the last one has arrived
-            assert pieces(next(stream)) == [f" {word}" if number else word]
+            assert snapshots(next(stream)) == [" ".join(WORDS[:number + 1])]
             if number < len(WORDS) - 1:  # the model has not finished: nothing is stored yet
                 assert saved_reply(browser, turn) is None
         *_, last = stream
@@ -254,8 +262,9 @@ def test_a_gunicorn_worker_streams_what_a_real_model_writes_and_stores_it(app_en
         browser = browsers(port)
         turn = sent_turn(browser, "hello")
         *partial, last = events(browsers(port, browser.cookie, browser.token).stream(f"/chat/replies/{turn}"))
-        streamed = "".join(piece for data in partial for piece in pieces(data))
-        assert streamed and finished_reply(last, turn) == (streamed, {"bubble", "bot"})
+        texts = [text for data in partial for text in snapshots(data)]
+        streamed = texts[-1]
+        assert growing(texts) and streamed and finished_reply(last, turn) == (streamed, {"bubble", "bot"})
         assert saved_reply(browser, turn) == streamed
     finally:
         stop(server)

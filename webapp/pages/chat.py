@@ -7,12 +7,14 @@ from flask import (Blueprint, abort, current_app, redirect, render_template, req
 
 from ..chat_history import Exchange, Turn, current_history
 from ..background_model import current_model
+from ..chat_markdown import render_markdown
 from ..generation import ModelError, Overloaded, current_scheduler
 from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
 from ..state import browser_id
 
 bp = Blueprint("chat", __name__)
+bp.add_app_template_filter(render_markdown, "markdown")
 
 TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
@@ -102,10 +104,13 @@ class _Reply:
         return Exchange(Turn(self.turn_id, "user", ""), reply)
 
     def events(self):
-        """The reply as server-sent events: each new piece of text, then the finished bubble."""
+        """The reply as server-sent events: the text so far each time it grows, then the finished
+        bubble; each rendered as Markdown, so that half-written emphasis or code ends as it will stay."""
         yield ": generating\n\n"  # a comment, so that the headers go out before the first token
+        text = ""
         try:
-            for text in self.job.updates(current_app.config["CHAT_STREAM_INTERVAL"]):
+            for piece in self.job.updates(current_app.config["CHAT_STREAM_INTERVAL"]):
+                text += piece
                 yield _event(render_template("chat/_delta.html", turn_id=self.turn_id, text=text))
         except (ModelError, Overloaded):
             pass  # finish() says what went wrong
