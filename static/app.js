@@ -2,6 +2,9 @@
 // no inline script); every page works without it.
 "use strict";
 
+// Controls that need this script are shown only when it runs (app.css: .js).
+document.documentElement.classList.add("js");
+
 // A banner in the alert region can be dismissed.
 document.addEventListener("click", (event) => {
   const dismiss = event.target.closest(".alert .dismiss");
@@ -23,4 +26,18 @@ document.addEventListener("input", (event) => {
   if (box.id !== "message") return;
   const count = document.getElementById("message-count");
   if (count) count.textContent = `${box.value.length} of ${count.dataset.limit} characters`;
+});
+
+// Copy on a reply puts its text on the clipboard and says so for a moment.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest(".bubble .copy");
+  if (!button) return;
+  const text = button.closest(".bubble").querySelector(".text").innerText.trim();
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 2000);
 });

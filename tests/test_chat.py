@@ -304,3 +304,59 @@ def test_browser_message_box_takes_several_lines_and_counts_its_characters(brows
         assert page.locator(".bubble.user .text").inner_text() == "first line\nsecond"
         assert page.locator("#message-count").inner_text() == "0 of 50 characters"
         page.close()
+
+
+@pytest.mark.browser
+def test_browser_starter_prompts_send_themselves_and_come_back_after_clear(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("fine, thanks", "still here"))) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        starters = page.locator("#starters")
+        starters.get_by_role("button", name="Hi! How are you?").click()
+        page.locator(".bubble.bot", has_text="fine, thanks").wait_for()
+        assert page.locator(".bubble.user .text").inner_text() == "Hi! How are you?"
+        assert not starters.is_visible()
+        page.reload()
+        assert not starters.is_visible()
+        page.get_by_role("button", name="Clear").click()
+        starters.get_by_role("button", name="What do you do for fun?").wait_for()
+        page.close()
+
+
+def test_starter_prompts_work_as_plain_forms(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("fine, thanks")))
+    empty = parse(client.get("/chat").get_data(as_text=True))
+    [first, *_] = empty.find(id="starters").find_all("form")
+    message = first.find("input", name="message")["value"]
+    assert client.post(first["action"], data={"message": message}).status_code == 303
+    assert log(client) == [("You", message), ("Bot", "fine, thanks")]
+    assert parse(client.get("/chat").get_data(as_text=True)).find(id="starters").get("hidden") == ""
+
+
+@pytest.mark.browser
+def test_browser_copy_puts_a_reply_on_the_clipboard(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("copy **this** reply"))) as url:
+        context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.goto(f"{url}/chat")
+        type_message(page, "something to copy?")
+        reply = page.locator(".bubble.bot", has_text="copy this reply")
+        reply.get_by_role("button", name="Copy").click()
+        reply.get_by_role("button", name="Copied").wait_for()
+        assert page.evaluate("navigator.clipboard.readText()") == "copy this reply"
+        context.close()
+
+
+@pytest.mark.browser
+def test_browser_without_javascript_shows_no_copy_button(browser, make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel("no script, no copy"))
+    with serve(app) as url:
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{url}/chat")
+        page.fill("#message", "hello")
+        with page.expect_navigation():
+            page.click("text=Send")
+        page.locator(".bubble.bot", has_text="no script, no copy").wait_for()
+        assert page.get_by_role("button", name="Copy").count() == 0
+        context.close()

@@ -238,7 +238,10 @@ def test_keyboard_alone_submits_sends_and_clears_with_focus_always_visible(brows
         page.locator(".bubble.bot", has_text="hello to you").wait_for()
         assert focused(page) == ["message", True]
         page.keyboard.press("Shift+Tab")
+        assert focused(page) == ["Copy", True]  # the newest reply's
+        page.keyboard.press("Shift+Tab")
         assert focused(page) == ["Conversation history", True]  # the log scrolls with the keys
+        page.keyboard.press("Tab")
         page.keyboard.press("Tab")
         page.keyboard.press("Tab")
         assert focused(page) == ["Send", True]

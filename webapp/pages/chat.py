@@ -19,6 +19,7 @@ bp.add_app_template_filter(render_markdown, "markdown")
 TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
+STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any good movies lately?")
 MODEL_BUSY = ("The model is busy with other chats. Your message is kept: "
               "try again in a few seconds.")
 
@@ -28,6 +29,7 @@ def _render(fragment, status=200, **context):
     if "exchanges" not in context:
         context["exchanges"] = current_history().exchanges(browser_id())
     context.setdefault("model_about", getattr(current_model(), "about", None))
+    context.setdefault("starters", STARTERS)
     return render("chat/page.html", fragment, status, **context)
 
 
@@ -208,5 +210,5 @@ def clear():
     with history.lock(sid):
         history.clear(sid)
     if wants_fragment():
-        return _render("chat/_log.html", exchanges=[])
+        return _render("chat/_cleared.html", exchanges=[])
     return redirect(url_for("chat.index"), 303)
