@@ -360,3 +360,80 @@ def test_browser_without_javascript_shows_no_copy_button(browser, make_app):
         page.locator(".bubble.bot", has_text="no script, no copy").wait_for()
         assert page.get_by_role("button", name="Copy").count() == 0
         context.close()
+
+
+def box(html):
+    """What the message box of a chat page or fragment holds."""
+    return parse(html).find("textarea", id="message").raw_text
+
+
+def test_undo_takes_back_the_newest_exchange_and_puts_the_message_back(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("r1", "r2")))
+    chat(client, "m1")
+    chat(client, "m2")
+    undone = client.post("/chat/undo", headers=HTMX)
+    assert undone.status_code == 200 and box(undone.get_data(as_text=True)) == "m2"
+    assert conversation(undone.get_data(as_text=True)) == [("You", "m1"), ("Bot", "r1")]
+    assert log(client) == [("You", "m1"), ("Bot", "r1")]
+    client.post("/chat/undo", headers=HTMX)
+    assert log(client) == []
+    assert box(client.post("/chat/undo", headers=HTMX).get_data(as_text=True)) == ""  # nothing left
+
+
+def test_undo_without_javascript_puts_the_message_back_once(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("r1")))
+    chat(client, "take this back")
+    assert client.post("/chat/undo").status_code == 303
+    assert box(client.get("/chat").get_data(as_text=True)) == "take this back"
+    assert box(client.get("/chat").get_data(as_text=True)) == ""
+    assert log(client) == []
+
+
+def test_regenerate_replaces_the_newest_reply(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("r1", "first try", "second try")))
+    chat(client, "m1")
+    turn = turn_id(send(client, "m2").get_data(as_text=True))
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    asked = client.post(f"/chat/replies/{turn}/regenerate", headers=HTMX)
+    pending = parse(asked.get_data(as_text=True)).find("form", id=f"reply-{turn}")
+    assert asked.status_code == 200 and "pending" in pending.classes  # it asks again as it loads
+    assert log(client) == [("You", "m1"), ("Bot", "r1"), ("You", "m2")]
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert log(client) == [("You", "m1"), ("Bot", "r1"), ("You", "m2"), ("Bot", "second try")]
+
+
+def test_only_the_newest_written_reply_can_be_regenerated(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("r1", "r2")))
+    first = turn_id(send(client, "m1").get_data(as_text=True))
+    client.post(f"/chat/replies/{first}", headers=HTMX)
+    chat(client, "m2")
+    refused = client.post(f"/chat/replies/{first}/regenerate", headers=HTMX)
+    assert refused.status_code == 409 and refused.headers["HX-Retarget"] == "#alerts"
+    assert log(client) == [("You", "m1"), ("Bot", "r1"), ("You", "m2"), ("Bot", "r2")]
+
+
+def test_regenerate_without_javascript_replaces_the_reply_and_redirects(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("first try", "second try")))
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert client.post(f"/chat/replies/{turn}/regenerate").status_code == 303
+    assert log(client) == [("You", "hello"), ("Bot", "second try")]
+
+
+@pytest.mark.browser
+def test_browser_regenerate_and_undo_act_on_the_newest_exchange(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("r1", "r2", "r2 again"))) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        for text, reply in (("m1", "r1"), ("m2", "r2")):
+            type_message(page, text)
+            page.locator(".bubble.bot", has_text=reply).wait_for()
+        newest = page.locator(".exchange").last
+        assert page.get_by_role("button", name="Regenerate").count() == 1  # the newest only
+        newest.get_by_role("button", name="Regenerate").click()
+        newest.locator(".bubble.bot", has_text="r2 again").wait_for()
+        newest.get_by_role("button", name="Undo").click()
+        page.locator(".exchange", has_text="m2").wait_for(state="detached")
+        assert page.input_value("#message") == "m2"
+        assert page.locator(".bubble .text").all_inner_texts() == ["m1", "r1"]
+        page.close()

@@ -78,6 +78,21 @@ def test_chat_on_redis_is_per_browser_and_survives_a_restart(make_app, redis_con
     assert log(alice) == [] and len(log(bob)) == 2
 
 
+def test_undo_and_regenerate_on_redis_touch_only_the_newest_exchange(make_app, redis_config):
+    app = make_app(CHAT_MODEL=ScriptedModel("r1", "r2", "r2 again", "bob's"), **redis_config)
+    alice, bob = new_client(app), new_client(app)
+    chat(alice, "m1")
+    turn = turn_id(send(alice, "m2").get_data(as_text=True))
+    alice.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert alice.post(f"/chat/replies/{turn}/regenerate").status_code == 303
+    assert log(alice) == [("You", "m1"), ("Bot", "r1"), ("You", "m2"), ("Bot", "r2 again")]
+    chat(bob, "hi")
+    assert alice.post("/chat/undo").status_code == 303
+    assert parse(alice.get("/chat").get_data(as_text=True)).find("textarea", id="message").raw_text == "m2"
+    assert log(alice) == [("You", "m1"), ("Bot", "r1")]
+    assert log(bob) == [("You", "hi"), ("Bot", "bob's")]
+
+
 def test_session_and_history_expire_in_redis(make_app, redis_config):
     app = make_app(PERMANENT_SESSION_LIFETIME=600, CHAT_MODEL=ScriptedModel(), **redis_config)
     client = new_client(app)

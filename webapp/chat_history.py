@@ -152,6 +152,23 @@ class SqlChatHistory:
         database().execute(sa.delete(ChatTurn).where(ChatTurn.sid == sid))
         database().commit()
 
+    def remove_last_exchange(self, sid):
+        """Forget the newest message and its reply (call under lock); return the message, or None."""
+        last = database().execute(
+            sa.select(ChatTurn.id, ChatTurn.text).where(ChatTurn.sid == sid, ChatTurn.role == "user")
+            .order_by(ChatTurn.id.desc()).limit(1)).first()
+        if last is not None:
+            database().execute(sa.delete(ChatTurn).where(
+                ChatTurn.sid == sid, sa.or_(ChatTurn.id == last.id, ChatTurn.reply_to == last.id)))
+        database().commit()
+        return last.text if last is not None else None
+
+    def remove_reply(self, sid, user_turn_id):
+        """Forget the reply to one user turn (call under lock)."""
+        database().execute(sa.delete(ChatTurn).where(
+            ChatTurn.sid == sid, ChatTurn.role == "bot", ChatTurn.reply_to == user_turn_id))
+        database().commit()
+
     def delete_expired(self):
         """Delete expired sessions and the turns of every session that no longer exists."""
         interface = current_app.session_interface
@@ -227,6 +244,39 @@ class RedisChatHistory:
     def clear(self, sid):
         """Forget every turn of one session."""
         self._client.delete(self._key(sid))
+
+    def _rewrite(self, sid, keep):
+        """Keep only the turns for which `keep(turns, turn)` holds, atomically (WATCH, retried on a
+        concurrent append); return the turns as they were."""
+        key = self._key(sid)
+        before = []
+
+        def rewrite(pipe):
+            rows = [json.loads(row) for row in pipe.lrange(key, 0, -1)]
+            before[:] = rows
+            kept = [row for row in rows if keep(rows, row)]
+            pipe.multi()
+            pipe.delete(key)
+            if kept:
+                pipe.rpush(key, *map(json.dumps, kept))
+                pipe.expire(key, self.lifetime)
+        self._client.transaction(rewrite, key)
+        return before
+
+    def remove_last_exchange(self, sid):
+        """Forget the newest message and its reply (call under lock); return the message, or None."""
+        def last_user(turns):
+            return next((turn for turn in reversed(turns) if turn["role"] == "user"), None)
+
+        def keep(turns, turn):
+            last = last_user(turns)
+            return last is None or last["id"] not in (turn["id"], turn.get("reply_to"))
+        last = last_user(self._rewrite(sid, keep))
+        return last["text"] if last is not None else None
+
+    def remove_reply(self, sid, user_turn_id):
+        """Forget the reply to one user turn (call under lock)."""
+        self._rewrite(sid, lambda turns, turn: not (turn["role"] == "bot" and turn.get("reply_to") == user_turn_id))
 
     def delete_expired(self):
         """Nothing to do: Redis expires a history with its session."""

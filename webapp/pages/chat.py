@@ -5,13 +5,13 @@ from contextlib import ExitStack
 from flask import (Blueprint, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
 
-from ..chat_history import Exchange, Turn, current_history
 from ..background_model import current_model
+from ..chat_history import Exchange, Turn, current_history
 from ..chat_markdown import render_markdown
 from ..generation import ModelError, Overloaded, current_scheduler
 from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
-from ..state import browser_id
+from ..state import SessionState, browser_id
 
 bp = Blueprint("chat", __name__)
 bp.add_app_template_filter(render_markdown, "markdown")
@@ -19,6 +19,8 @@ bp.add_app_template_filter(render_markdown, "markdown")
 TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
+# The message Undo took back, kept for the page that follows a form post without JavaScript.
+draft = SessionState("chat.draft", default="")
 STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any good movies lately?")
 MODEL_BUSY = ("The model is busy with other chats. Your message is kept: "
               "try again in a few seconds.")
@@ -164,8 +166,11 @@ def _after_plain_post(sid, turn_id):
 
 @bp.get("/chat")
 def index():
-    """Show this browser's conversation and the message box."""
-    return _render("chat/_log.html")
+    """Show this browser's conversation and the message box (with a message Undo put back)."""
+    value = draft.get()
+    if value:
+        draft.set("")
+    return _render("chat/_log.html", value=value)
 
 
 @bp.post("/chat")
@@ -200,6 +205,36 @@ def reply(turn_id):
     response = _render("chat/_reply.html", status, failure=failure, exchanges=[], exchange=exchange)
     response.vary.add("Accept")
     return response
+
+
+@bp.post("/chat/replies/<int:turn_id>/regenerate")
+@limited("CHAT_RATE_LIMIT")
+def regenerate(turn_id):
+    """Forget the newest reply and ask the model for it again."""
+    sid = browser_id()
+    history = current_history()
+    with history.lock(sid):
+        exchanges = history.exchanges(sid)
+        if not exchanges or exchanges[-1].user.id != turn_id or exchanges[-1].reply is None:
+            abort(409, "Only the newest reply, once written, can be asked for again.")
+        history.remove_reply(sid, turn_id)
+    if not wants_fragment():
+        return _after_plain_post(sid, turn_id)
+    return _render("chat/_reply.html", exchanges=[], exchange=Exchange(exchanges[-1].user, None))
+
+
+@bp.post("/chat/undo")
+@limited("CHAT_RATE_LIMIT")
+def undo():
+    """Take back the newest message and its reply; the message goes back into the box."""
+    sid = browser_id()
+    history = current_history()
+    with history.lock(sid):
+        text = history.remove_last_exchange(sid) or ""
+    if wants_fragment():
+        return _render("chat/_undone.html", value=text)
+    draft.set(text)
+    return redirect(url_for("chat.index"), 303)
 
 
 @bp.post("/chat/clear")
