@@ -107,7 +107,7 @@ def make_app(tmp_path, tiny_model):
     """Build apps on this test's own database; later calls share it, as a restart would."""
     def make(**config):
         return create_app({
-            "TESTING": True, "SECRET_KEY": "test", "SCORE_POLL_SECONDS": 1,
+            "TESTING": True, "SECRET_KEY": "test", "SCORE_POLL_SECONDS": 1, "WORDS_POLL_SECONDS": 1,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}",
             "CHAT_MODEL": tiny_model, "RATELIMIT_ENABLED": False, **config,
         })

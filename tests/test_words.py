@@ -8,7 +8,7 @@ from html_tree import parse
 
 def counts(client):
     """This browser's words and texts counted, and the words everyone counted, as the page shows them."""
-    page = parse(client.get("/words", headers=HTMX).get_data(as_text=True))
+    page = parse(client.get("/words").get_data(as_text=True))
     return tuple(int(page.find(id=name).text) for name in ("my-words", "my-submissions", "all-words"))
 
 
@@ -64,3 +64,27 @@ def test_the_tally_is_shared_by_every_process_on_redis(make_app, redis_config):
     tally_from_threads(first, threads=4)
     clients = tally_from_threads(second, threads=4)
     assert counts(clients[0])[2] == 2 * 4 * 25 * 3
+
+
+def test_open_pages_poll_the_tally_and_an_unchanged_one_answers_304(client):
+    client.post("/words", data={"text": "one two"}, headers=HTMX)
+    poll = client.get("/words", headers=HTMX)
+    tally = parse(poll.get_data(as_text=True)).find(id="tally")
+    assert poll.status_code == 200 and tally.find(id="all-words").text == "2"
+    assert tally["data-hx-trigger"] == "every 1s" and poll.headers["ETag"]
+    assert client.get("/words", headers={**HTMX, "If-None-Match": poll.headers["ETag"]}).status_code == 304
+    client.post("/words", data={"text": "three"}, headers=HTMX)
+    changed = client.get("/words", headers={**HTMX, "If-None-Match": poll.headers["ETag"]})
+    assert changed.status_code == 200 and parse(changed.get_data(as_text=True)).find(id="all-words").text == "3"
+
+
+def test_browser_tally_updates_in_every_open_page(browser, live_server):
+    watcher, counter = browser.new_page(), browser.new_context().new_page()
+    for page in (watcher, counter):
+        page.goto(f"{live_server}/words")
+    counter.fill("#text", "four words right here")
+    counter.click("#word-counter button")
+    counter.locator("#all-words", has_text="4").wait_for()  # at once, in the page that counted
+    watcher.locator("#all-words", has_text="4").wait_for()  # by its next poll, without a reload
+    watcher.close()
+    counter.context.close()

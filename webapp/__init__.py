@@ -41,6 +41,7 @@ def create_app(test_config=None):
         # The *_RATE_LIMIT values count per browser session; this counts all of an address's posts.
         ADDRESS_RATE_LIMIT="300/minute",
         WORDS_MAX_CHARS=5000,
+        WORDS_POLL_SECONDS=3,
         MAX_CONTENT_LENGTH=64 * 1024,
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,

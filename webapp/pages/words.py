@@ -17,15 +17,18 @@ all_words = GlobalState("words.total", default=0)
 
 
 def _render(fragment, status=200, **context):
-    """Render the counter page, or its fragment for htmx."""
+    """Render the counter page, or one of its fragments for htmx."""
+    context.setdefault("total", all_words.get())
     return render("words/page.html", fragment, status, text=context.pop("text", my_text.get()),
-                  counts=my_counts.get(), total=all_words.get(), **context)
+                  counts=my_counts.get(), poll_seconds=current_app.config["WORDS_POLL_SECONDS"],
+                  **context)
 
 
 @bp.get("/words")
 def index():
-    """Show this browser's text and counts, and everyone's tally."""
-    return _render("words/_counter.html")
+    """Show this browser's text and counts, and everyone's tally; htmx polls the same URL for the tally."""
+    total = all_words.get()
+    return _render("words/_tally.html", total=total, fragment_etag=f"words-{total}")
 
 
 @bp.post("/words")
@@ -44,5 +47,5 @@ def count():
     my_counts.set({"words": words, "submissions": counts["submissions"] + 1})
     all_words.update(lambda total: total + words)
     if wants_fragment():
-        return _render("words/_counter.html")
+        return _render("words/_counted.html")
     return redirect(url_for("words.index"), 303)
