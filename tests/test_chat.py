@@ -437,3 +437,52 @@ def test_browser_regenerate_and_undo_act_on_the_newest_exchange(browser, make_ap
         assert page.input_value("#message") == "m2"
         assert page.locator(".bubble .text").all_inner_texts() == ["m1", "r1"]
         page.close()
+
+
+def feedback_of(client, turn):
+    """Which feedback button of the reply to `turn` the chat page shows as pressed."""
+    bubble = parse(client.get("/chat").get_data(as_text=True)).find("div", id=f"reply-{turn}")
+    return [button.text for button in bubble.find("form", class_="feedback").find_all("button")
+            if button["aria-pressed"] == "true"]
+
+
+def test_feedback_is_stored_with_the_reply_toggles_and_survives_a_refresh(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("rate me", "other")))
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    liked = client.post(f"/chat/replies/{turn}/feedback", data={"feedback": "like"}, headers=HTMX)
+    assert liked.status_code == 200 and "<html" not in liked.get_data(as_text=True)
+    assert feedback_of(client, turn) == ["Like"]
+    client.post(f"/chat/replies/{turn}/feedback", data={"feedback": "dislike"})
+    assert feedback_of(client, turn) == ["Dislike"]
+    assert client.post(f"/chat/replies/{turn}/feedback", data={"feedback": "dislike"}).status_code == 303
+    assert feedback_of(client, turn) == []
+    refused = client.post(f"/chat/replies/{turn}/feedback", data={"feedback": "love"}, headers=HTMX)
+    assert refused.status_code == 422 and "like or dislike" in text_of(refused.get_data(as_text=True))
+    assert log(client) == [("You", "hello"), ("Bot", "rate me")]
+
+
+def test_feedback_belongs_to_its_browser(make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel("alice's reply"))
+    alice, mallory = new_client(app), new_client(app)
+    turn = turn_id(send(alice, "hello").get_data(as_text=True))
+    alice.post(f"/chat/replies/{turn}", headers=HTMX)
+    assert mallory.post(f"/chat/replies/{turn}/feedback", data={"feedback": "dislike"}).status_code == 404
+    assert feedback_of(alice, turn) == []
+
+
+@pytest.mark.browser
+def test_browser_like_and_dislike_toggle_and_stay(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("a likeable reply"))) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        type_message(page, "hello")
+        reply = page.locator(".bubble.bot", has_text="a likeable reply")
+        reply.get_by_role("button", name="Like", exact=True).click()
+        reply.get_by_role("button", name="Like", exact=True, pressed=True).wait_for()
+        page.reload()
+        reply.get_by_role("button", name="Like", exact=True, pressed=True).wait_for()
+        reply.get_by_role("button", name="Dislike", exact=True).click()
+        reply.get_by_role("button", name="Dislike", exact=True, pressed=True).wait_for()
+        assert reply.get_by_role("button", name="Like", exact=True, pressed=True).count() == 0
+        page.close()

@@ -93,6 +93,16 @@ def test_undo_and_regenerate_on_redis_touch_only_the_newest_exchange(make_app, r
     assert log(bob) == [("You", "hi"), ("Bot", "bob's")]
 
 
+def test_feedback_on_redis_is_kept_with_the_reply(make_app, redis_config):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("rate me"), **redis_config))
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
+    client.post(f"/chat/replies/{turn}", headers=HTMX)
+    client.post(f"/chat/replies/{turn}/feedback", data={"feedback": "dislike"}, headers=HTMX)
+    bubble = parse(client.get("/chat").get_data(as_text=True)).find("div", id=f"reply-{turn}")
+    assert [b.text for b in bubble.find_all("button") if b.get("aria-pressed") == "true"] == ["Dislike"]
+    assert log(client) == [("You", "hello"), ("Bot", "rate me")]
+
+
 def test_session_and_history_expire_in_redis(make_app, redis_config):
     app = make_app(PERMANENT_SESSION_LIFETIME=600, CHAT_MODEL=ScriptedModel(), **redis_config)
     client = new_client(app)

@@ -238,13 +238,14 @@ def test_keyboard_alone_submits_sends_and_clears_with_focus_always_visible(brows
         page.locator(".bubble.bot", has_text="hello to you").wait_for()
         assert focused(page) == ["message", True]
         controls = []
-        for _ in range(3):  # the newest reply's controls, last first
+        for _ in range(5):  # the newest reply's controls, last first
             page.keyboard.press("Shift+Tab")
             controls.append(focused(page))
-        assert controls == [["Undo", True], ["Regenerate", True], ["Copy", True]]
+        assert controls == [["Undo", True], ["Regenerate", True], ["Dislike", True], ["Like", True],
+                            ["Copy", True]]
         page.keyboard.press("Shift+Tab")
         assert focused(page) == ["Conversation history", True]  # the log scrolls with the keys
-        for _ in range(5):
+        for _ in range(7):
             page.keyboard.press("Tab")
         assert focused(page) == ["Send", True]
         page.keyboard.press("Tab")

@@ -1,7 +1,9 @@
-"""Each browser's chat history: an append-only list of turns keyed by the flask-session id.
+"""Each browser's chat history: a list of turns keyed by the flask-session id.
 
-A turn is `{role, text}`; a bot turn also names the user turn it answers, and carries a note when
-its generation was cut short, so that a partial reply is never taken for a whole one. Appending is one INSERT
+A turn is `{role, text}`; a bot turn also names the user turn it answers, carries a note when
+its generation was cut short, so that a partial reply is never taken for a whole one, and the
+browser's feedback on it (like or dislike). Turns are appended, and changed only by Undo,
+Regenerate and feedback. Appending is one INSERT
 (or one RPUSH on Redis), so concurrent requests of one session (double-click, two tabs) never lose
 a turn, whereas flask-session writes the whole session back at the end of each request. Replies of
 one session are generated one at a time under `lock(sid)`, so each reply sees the conversation
@@ -43,6 +45,7 @@ class ChatTurn(_Base):
     text = sa.Column(sa.Text, nullable=False)
     reply_to = sa.Column(sa.Integer, nullable=True)
     note = sa.Column(sa.String(40), nullable=True)
+    feedback = sa.Column(sa.String(8), nullable=True)
     created = sa.Column(sa.DateTime, nullable=False)
 
 
@@ -54,6 +57,7 @@ class Turn:
     role: str
     text: str
     note: str | None = None
+    feedback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,12 @@ class Exchange:
 
 
 def _exchanges(turns):
-    """Pair stored turns `(id, role, text, reply_to, note)`, oldest first, into exchanges."""
+    """Pair stored turns `(id, role, text, reply_to, note, feedback)`, oldest first, into exchanges."""
     turns = list(turns)
-    replies = {reply_to: Turn(id, role, text, note)
-               for id, role, text, reply_to, note in turns if role == "bot"}
+    replies = {reply_to: Turn(id, role, text, note, feedback)
+               for id, role, text, reply_to, note, feedback in turns if role == "bot"}
     return [Exchange(Turn(id, role, text), replies.get(id))
-            for id, role, text, _, _ in turns if role == "user"]
+            for id, role, text, *_ in turns if role == "user"]
 
 
 class _SessionLocks:
@@ -115,7 +119,8 @@ class SqlChatHistory:
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
         rows = database().execute(
-            sa.select(ChatTurn.id, ChatTurn.role, ChatTurn.text, ChatTurn.reply_to, ChatTurn.note)
+            sa.select(ChatTurn.id, ChatTurn.role, ChatTurn.text, ChatTurn.reply_to, ChatTurn.note,
+                      ChatTurn.feedback)
             .where(ChatTurn.sid == sid).order_by(ChatTurn.id)).all()
         database().commit()
         return _exchanges(rows)
@@ -169,6 +174,13 @@ class SqlChatHistory:
             ChatTurn.sid == sid, ChatTurn.role == "bot", ChatTurn.reply_to == user_turn_id))
         database().commit()
 
+    def set_feedback(self, sid, user_turn_id, feedback):
+        """Mark the reply to one user turn "like", "dislike" or (None) neither."""
+        database().execute(sa.update(ChatTurn).where(
+            ChatTurn.sid == sid, ChatTurn.role == "bot", ChatTurn.reply_to == user_turn_id)
+            .values(feedback=feedback))
+        database().commit()
+
     def delete_expired(self):
         """Delete expired sessions and the turns of every session that no longer exists."""
         interface = current_app.session_interface
@@ -216,7 +228,8 @@ class RedisChatHistory:
         rows, _ = pipe.execute()
         for row in rows:
             turn = json.loads(row)
-            yield turn["id"], turn["role"], turn["text"], turn.get("reply_to"), turn.get("note")
+            yield (turn["id"], turn["role"], turn["text"], turn.get("reply_to"), turn.get("note"),
+                   turn.get("feedback"))
 
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
@@ -276,11 +289,24 @@ class RedisChatHistory:
 
     def remove_reply(self, sid, user_turn_id):
         """Forget the reply to one user turn (call under lock)."""
-        self._rewrite(sid, lambda turns, turn: not (turn["role"] == "bot" and turn.get("reply_to") == user_turn_id))
+        self._rewrite(sid, lambda turns, turn: not _is_reply_to(turn, user_turn_id))
+
+    def set_feedback(self, sid, user_turn_id, feedback):
+        """Mark the reply to one user turn "like", "dislike" or (None) neither."""
+        def mark(turns, turn):
+            if _is_reply_to(turn, user_turn_id):
+                turn["feedback"] = feedback
+            return True
+        self._rewrite(sid, mark)
 
     def delete_expired(self):
         """Nothing to do: Redis expires a history with its session."""
         return 0
+
+
+def _is_reply_to(turn, user_turn_id):
+    """Whether a stored Redis turn is the bot's reply to that user turn."""
+    return turn["role"] == "bot" and turn.get("reply_to") == user_turn_id
 
 
 def _create_table(engine):

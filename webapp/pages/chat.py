@@ -21,6 +21,7 @@ DESCRIPTION = "Session state: a chatbot whose history belongs to your browser al
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
 # The message Undo took back, kept for the page that follows a form post without JavaScript.
 draft = SessionState("chat.draft", default="")
+FEEDBACK = ("like", "dislike")
 STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any good movies lately?")
 MODEL_BUSY = ("The model is busy with other chats. Your message is kept: "
               "try again in a few seconds.")
@@ -221,6 +222,25 @@ def regenerate(turn_id):
     if not wants_fragment():
         return _after_plain_post(sid, turn_id)
     return _render("chat/_reply.html", exchanges=[], exchange=Exchange(exchanges[-1].user, None))
+
+
+@bp.post("/chat/replies/<int:turn_id>/feedback")
+@limited("CHAT_RATE_LIMIT")
+def feedback(turn_id):
+    """Like or dislike a reply; the same choice again takes it back."""
+    choice = request.form.get("feedback")
+    if choice not in FEEDBACK:
+        abort(422, "Feedback is either like or dislike.")
+    sid = browser_id()
+    history = current_history()
+    exchange = next((e for e in history.exchanges(sid) if e.user.id == turn_id and e.reply), None)
+    if exchange is None:
+        abort(404, "That reply is no longer in this chat: it was cleared or has expired.")
+    history.set_feedback(sid, turn_id, None if exchange.reply.feedback == choice else choice)
+    if not wants_fragment():
+        return redirect(url_for("chat.index", _anchor=f"exchange-{turn_id}"), 303)
+    exchange = next(e for e in history.exchanges(sid) if e.user.id == turn_id)
+    return _render("chat/_reply.html", exchanges=[], exchange=exchange)
 
 
 @bp.post("/chat/undo")
