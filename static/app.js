@@ -41,3 +41,14 @@ document.addEventListener("click", async (event) => {
   }
   setTimeout(() => { button.textContent = "Copy"; }, 2000);
 });
+
+// Stop on a reply being written asks the server to end it; the reply's stream then brings the
+// stopped reply.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest(".bubble .stop");
+  if (!button) return;
+  const token = button.form.querySelector("input[name=csrf_token]").value;
+  button.disabled = true;
+  fetch(button.dataset.url, { method: "POST", headers: { "X-CSRFToken": token }, credentials: "same-origin" })
+    .finally(() => { button.disabled = false; });
+});

@@ -40,6 +40,8 @@ class SteppedModel:
             text = ""
             for word in self.words:
                 self.step()
+                if job.expired():  # stopped or past its deadline: the row ends, as a real model's
+                    break
                 text = f"{text} {word}".strip()
                 job.publish(text)
             job.finish(text)

@@ -11,7 +11,7 @@ from conftest import HTMX, HeldModel, ScriptedModel, log, new_client, send, turn
 from html_tree import text_of
 from webapp import ROOT
 from webapp.chat_model import TIME_LIMIT, ChatModel
-from webapp.generation import Job, Overloaded, Scheduler
+from webapp.generation import STOPPED, Job, Overloaded, Scheduler
 from webapp.pages.chat import MODEL_BUSY
 
 CONVERSATIONS = [
@@ -212,3 +212,25 @@ def test_no_repeat_ngrams_ignore_left_padding_and_otherwise_ban_what_transformer
     row, scores = [1, 2, eos, 1], torch.zeros(1, 6)
     assert NoRepeatNGramLogitsProcessor(3)(torch.tensor([[eos] + row]), scores.clone())[0, 2] == -float("inf")
     assert NoRepeatNGrams(3, [1])(torch.tensor([[eos] + row]), scores.clone())[0, 2] == 0
+
+
+def test_a_reply_stopped_while_it_waits_never_reaches_the_model_and_ends_empty_and_marked():
+    model = HeldModel()
+    runner = scheduler(model, batch_size=1)
+    first = runner.submit(["first"], key="a")
+    assert model.started.wait(10)
+    queued = runner.submit(["second"], key="b")
+    queued.stop()
+    model.go.set()
+    assert first.result() == "reply 1" and first.stopped is None
+    assert queued.result() == "" and queued.stopped == STOPPED
+    assert model.prompts == [["first"]] and runner.running("b") is None
+
+
+def test_a_stopped_row_of_a_real_model_ends_at_its_next_step(tiny_model):
+    job = Job(["hello"], time.monotonic() + 60)
+    other = Job(["how are you?"], time.monotonic() + 60)
+    job.stop()
+    tiny_model.generate([job, other])
+    assert job.stopped == STOPPED and job.tokens <= 1
+    assert other.stopped is None and other.tokens >= 1

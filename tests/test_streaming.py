@@ -6,8 +6,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import (STREAM, ScriptedModel, conversation, events, failed_reply, free_port, gunicorn, log,
-                      new_client, said, send, serve, stop, turn_id, type_message, wait_until_serving,
+from conftest import (HTMX, STREAM, ScriptedModel, conversation, events, failed_reply, free_port, gunicorn,
+                      log, new_client, said, send, serve, stop, turn_id, type_message, wait_until_serving,
                       when_called)
 from html_tree import parse
 from stepped_model import WORDS, SteppedModel
@@ -268,3 +268,44 @@ def test_a_gunicorn_worker_streams_what_a_real_model_writes_and_stores_it(app_en
         assert saved_reply(browser, turn) == streamed
     finally:
         stop(server)
+
+
+def test_stop_ends_the_reply_where_it_is_and_saves_it_marked(make_app, browsers):
+    model = SteppedModel("one", "two", "three", "four")
+    with one_message(make_app(CHAT_MODEL=model), browsers) as (browser, turn, reader):
+        stream = events(reader.stream(f"/chat/replies/{turn}"))
+        model.release()
+        assert snapshots(next(stream)) == ["one"]
+        browser.request("POST", f"/chat/replies/{turn}/stop")
+        model.release()  # the model's next step finds its row stopped
+        *_, last = stream
+        assert finished_reply(last, turn) == ("one", {"bubble", "bot", "stopped"})
+        assert parse(last).find("em", class_="note").text == "(stopped)"
+        assert saved_reply(browser, turn) == "one"
+
+
+def test_stop_refuses_a_reply_that_is_not_being_written(make_app):
+    client = new_client(make_app(CHAT_MODEL=SteppedModel()))
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
+    refused = client.post(f"/chat/replies/{turn}/stop", headers=HTMX)
+    assert refused.status_code == 409 and refused.headers["HX-Retarget"] == "#alerts"
+
+
+@pytest.mark.browser
+def test_browser_stop_is_shown_while_writing_and_keeps_the_partial_reply(browser, make_app):
+    model = SteppedModel("partial", "reply", "never", "finished")
+    with serve(make_app(CHAT_MODEL=model)) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/chat")
+        assert page.get_by_role("button", name="Stop").count() == 0
+        type_message(page, "go on")
+        model.release()
+        page.locator(".reply-text", has_text="partial").wait_for()
+        page.get_by_role("button", name="Stop").click()
+        model.release()
+        page.locator(".bubble.bot.stopped", has_text="partial").wait_for()
+        assert page.locator(".bubble.bot .note").inner_text() == "(stopped)"
+        assert page.get_by_role("button", name="Stop").count() == 0
+        page.reload()
+        page.locator(".bubble.bot.stopped", has_text="partial").wait_for()
+        page.close()

@@ -28,6 +28,9 @@ class Overloaded(RuntimeError):
     """Too many replies are waiting for the model."""
 
 
+STOPPED = "stopped"  # the reason a reply ended that the person asked for (Job.stop)
+
+
 class Job:
     """One reply: the conversation in, the reply's text out as it grows."""
 
@@ -46,6 +49,13 @@ class Job:
     def expired(self):
         """Whether the job should stop now: past its deadline or given up by its reader."""
         return self.cancelled or time.monotonic() >= self.deadline
+
+    def stop(self):
+        """End the reply where it is, at the person's request: its row stops at the next step."""
+        with self._changed:
+            if self.stopped is None:
+                self.stopped = STOPPED
+            self.cancelled = True
 
     def publish(self, text):
         """Make a longer prefix of the reply visible to readers."""
@@ -154,7 +164,10 @@ class Scheduler:
             batch = []
             while self._waiting and len(batch) < self.batch_size:
                 job = self._waiting.popleft()
-                if job.expired():
+                if job.stopped == STOPPED:  # stopped before it started: an empty reply, marked
+                    job.finish("")
+                    self._jobs.pop(job.key, None)
+                elif job.expired():
                     job.fail(Overloaded("the reply waited for the model past its time limit"))
                     self._jobs.pop(job.key, None)
                 else:

@@ -208,6 +208,16 @@ def reply(turn_id):
     return response
 
 
+@bp.post("/chat/replies/<int:turn_id>/stop")
+def stop(turn_id):
+    """End the reply being written to one of this browser's messages; its request saves what there is."""
+    job = current_scheduler().running((browser_id(), turn_id))
+    if job is None:
+        abort(409, "That reply is not being written right now.")
+    job.stop()
+    return "", 204
+
+
 @bp.post("/chat/replies/<int:turn_id>/regenerate")
 @limited("CHAT_RATE_LIMIT")
 def regenerate(turn_id):
