@@ -1,6 +1,7 @@
 """The chat page: session state, one conversation per browser, answered by the preloaded model."""
 
 from contextlib import ExitStack
+from dataclasses import replace
 
 from flask import (Blueprint, abort, current_app, redirect, render_template, request,
                    stream_with_context, url_for)
@@ -246,11 +247,12 @@ def feedback(turn_id):
     exchange = next((e for e in history.exchanges(sid) if e.user.id == turn_id and e.reply), None)
     if exchange is None:
         abort(404, "That reply is no longer in this chat: it was cleared or has expired.")
-    history.set_feedback(sid, turn_id, None if exchange.reply.feedback == choice else choice)
+    chosen = None if exchange.reply.feedback == choice else choice
+    history.set_feedback(sid, turn_id, chosen)
     if not wants_fragment():
         return redirect(url_for("chat.index", _anchor=f"exchange-{turn_id}"), 303)
-    exchange = next(e for e in history.exchanges(sid) if e.user.id == turn_id)
-    return _render("chat/_reply.html", exchanges=[], exchange=exchange)
+    return _render("chat/_reply.html", exchanges=[],
+                   exchange=replace(exchange, reply=replace(exchange.reply, feedback=chosen)))
 
 
 @bp.post("/chat/undo")
