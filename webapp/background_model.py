@@ -31,7 +31,8 @@ class BackgroundModel:
         self.source, self.settings, self.logger = source, settings, logger
         self.threads = None
         self._ready = threading.Event()
-        self._loading = threading.Lock()
+        self._loading = threading.Lock()  # held for the whole load
+        self._starting = threading.Lock()  # held only to start one loading thread
         self._started = False
         self._model = self._error = None
 
@@ -45,7 +46,7 @@ class BackgroundModel:
 
     def start(self):
         """Load the model in a background thread, unless this process already has or loads it."""
-        with self._loading:
+        with self._starting:
             if self._started:
                 return
             self._started = True
@@ -53,8 +54,9 @@ class BackgroundModel:
 
     def load(self):
         """Load the model here and now, unless it is loaded already; a failure is kept for `get`."""
-        with self._loading:
+        with self._starting:
             self._started = True
+        with self._loading:
             if self._ready.is_set():
                 return
             try:

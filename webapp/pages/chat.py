@@ -1,4 +1,4 @@
-"""The chat page: session state, one conversation per browser, answered by the preloaded model."""
+"""The chat page: session state, one conversation per browser, answered by the model of this process."""
 
 from contextlib import ExitStack
 from dataclasses import replace
