@@ -301,7 +301,9 @@ def test_browser_stop_is_shown_while_writing_and_keeps_the_partial_reply(browser
         type_message(page, "go on")
         model.release()
         page.locator(".reply-text", has_text="partial").wait_for()
-        page.get_by_role("button", name="Stop").click()
+        with page.expect_response(lambda response: response.url.endswith("/stop")) as stopped:
+            page.get_by_role("button", name="Stop").click()
+        assert stopped.value.status == 204  # the server has the stop: let the model take its step
         model.release()
         page.locator(".bubble.bot.stopped", has_text="partial").wait_for()
         assert page.locator(".bubble.bot .note").inner_text() == "(stopped)"
