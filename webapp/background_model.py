@@ -11,6 +11,7 @@ one worker the master loads the model before it forks them (`preload`), and they
 copy-on-write: their start waits for the load, as it always did.
 """
 
+import math
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -99,11 +100,7 @@ def stored_parameters(source):
     total = 0
     for path in files:
         with safe_open(path, framework="numpy") as weights:
-            for name in weights.keys():
-                count = 1
-                for size in weights.get_slice(name).get_shape():
-                    count *= size
-                total += count
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
     return total or None
 
 

@@ -258,50 +258,53 @@ class RedisChatHistory:
         """Forget every turn of one session."""
         self._client.delete(self._key(sid))
 
-    def _rewrite(self, sid, keep):
-        """Keep only the turns for which `keep(turns, turn)` holds, atomically (WATCH, retried on a
+    def _rewrite(self, sid, change):
+        """Store `change(turns)` in place of the session's turns, atomically (WATCH, retried on a
         concurrent append); return the turns as they were."""
         key = self._key(sid)
         before = []
 
         def rewrite(pipe):
-            rows = [json.loads(row) for row in pipe.lrange(key, 0, -1)]
-            before[:] = rows
-            kept = [row for row in rows if keep(rows, row)]
+            before[:] = [json.loads(row) for row in pipe.lrange(key, 0, -1)]
+            after = change([dict(turn) for turn in before])
             pipe.multi()
             pipe.delete(key)
-            if kept:
-                pipe.rpush(key, *map(json.dumps, kept))
+            if after:
+                pipe.rpush(key, *map(json.dumps, after))
                 pipe.expire(key, self.lifetime)
         self._client.transaction(rewrite, key)
         return before
 
     def remove_last_exchange(self, sid):
         """Forget the newest message and its reply (call under lock); return the message, or None."""
-        def last_user(turns):
-            return next((turn for turn in reversed(turns) if turn["role"] == "user"), None)
-
-        def keep(turns, turn):
-            last = last_user(turns)
-            return last is None or last["id"] not in (turn["id"], turn.get("reply_to"))
-        last = last_user(self._rewrite(sid, keep))
+        def without_last(turns):
+            last = _last_user_turn(turns)
+            gone = (last["id"],) if last else ()
+            return [turn for turn in turns if turn["id"] not in gone and turn.get("reply_to") not in gone]
+        last = _last_user_turn(self._rewrite(sid, without_last))
         return last["text"] if last is not None else None
 
     def remove_reply(self, sid, user_turn_id):
         """Forget the reply to one user turn (call under lock)."""
-        self._rewrite(sid, lambda turns, turn: not _is_reply_to(turn, user_turn_id))
+        self._rewrite(sid, lambda turns: [turn for turn in turns if not _is_reply_to(turn, user_turn_id)])
 
     def set_feedback(self, sid, user_turn_id, feedback):
         """Mark the reply to one user turn "like", "dislike" or (None) neither."""
-        def mark(turns, turn):
-            if _is_reply_to(turn, user_turn_id):
-                turn["feedback"] = feedback
-            return True
+        def mark(turns):
+            for turn in turns:
+                if _is_reply_to(turn, user_turn_id):
+                    turn["feedback"] = feedback
+            return turns
         self._rewrite(sid, mark)
 
     def delete_expired(self):
         """Nothing to do: Redis expires a history with its session."""
         return 0
+
+
+def _last_user_turn(turns):
+    """The newest user turn of stored Redis turns, or None."""
+    return next((turn for turn in reversed(turns) if turn["role"] == "user"), None)
 
 
 def _is_reply_to(turn, user_turn_id):
