@@ -234,3 +234,27 @@ def test_a_stopped_row_of_a_real_model_ends_at_its_next_step(tiny_model):
     tiny_model.generate([job, other])
     assert job.stopped == STOPPED and job.tokens <= 1
     assert other.stopped is None and other.tokens >= 1
+
+
+def test_a_paced_reader_shows_a_written_reply_word_by_word_and_the_rest_at_once_on_stop():
+    job = Job(["hello"], time.monotonic() + 60)
+    job.finish("one two three four five")
+    now = [0.0]
+    updates = job.updates(pace=4, clock=lambda: now[0])  # 4 characters a second
+    assert next(updates) == "one"  # the first word at once
+    now[0] = 1.5  # 6 characters' time: the word that holds the 7th
+    assert next(updates) == " two"
+    now[0] = 2.25  # 9 characters: the word that holds the 10th
+    assert next(updates) == " three"
+    job.stop()  # the reply is already written: nothing is cut, the rest is shown now
+    assert list(updates) == [" four five"]
+    assert job.stopped is None and job.text == "one two three four five"
+
+
+def test_a_paced_reader_never_waits_for_text_that_is_not_written():
+    job = Job(["hello"], time.monotonic() + 60)
+    job.publish("one")
+    updates = job.updates(pace=1000, clock=time.monotonic)
+    assert next(updates) == "one"
+    job.finish("one two")
+    assert list(updates) == [" two"]

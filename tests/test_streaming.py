@@ -136,7 +136,7 @@ def test_a_real_model_streams_each_change_of_its_text_and_stores_what_streamed(m
 
     model = BeforeEachToken(shipped_model, wait_for_the_reader)
     try:
-        client = new_client(make_app(CHAT_MODEL=model, CHAT_STREAM_INTERVAL=0))
+        client = new_client(make_app(CHAT_MODEL=model, CHAT_STREAM_INTERVAL=0, CHAT_STREAM_PACE=0))
         turn = turn_id(send(client, "tell me a joke").get_data(as_text=True))
         response = client.post(f"/chat/replies/{turn}", headers=STREAM, buffered=False)
         assert response.mimetype == "text/event-stream" and response.status_code == 200
@@ -311,3 +311,21 @@ def test_browser_stop_is_shown_while_writing_and_keeps_the_partial_reply(browser
         page.reload()
         page.locator(".bubble.bot.stopped", has_text="partial").wait_for()
         page.close()
+
+
+def test_stop_while_a_written_reply_is_still_being_shown_shows_all_of_it_unmarked(make_app):
+    reply = " ".join(f"word{number}" for number in range(200))
+    app = make_app(CHAT_MODEL=ScriptedModel(reply), CHAT_STREAM_PACE=1)  # 200 words at 1 character a second
+    client = new_client(app)
+    turn = turn_id(send(client, "hello").get_data(as_text=True))
+    response = client.post(f"/chat/replies/{turn}", headers=STREAM, buffered=False)
+    try:
+        stream = events(response.response)
+        assert snapshots(next(stream)) == ["word0"]
+        assert client.post(f"/chat/replies/{turn}/stop", headers=HTMX).status_code == 204
+        rest = list(stream)
+    finally:
+        response.close()
+    assert finished_reply(rest[-1], turn) == (reply, {"bubble", "bot"})  # no "stopped"
+    assert log(client)[-1] == ("Bot", reply)
+    assert client.post(f"/chat/replies/{turn}/stop", headers=HTMX).status_code == 409

@@ -241,8 +241,13 @@ def test_keyboard_alone_submits_sends_and_clears_with_focus_always_visible(brows
         for _ in range(5):  # the newest reply's controls, last first
             page.keyboard.press("Shift+Tab")
             controls.append(focused(page))
-        assert controls == [["Undo", True], ["Regenerate", True], ["Dislike", True], ["Like", True],
+        assert controls == [["Undo", True], ["Regenerate", True], ["dislike-1", True], ["like-1", True],
                             ["Copy", True]]
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")  # Like, then the keys go on from it: the swap keeps the focus
+        page.get_by_role("button", name="Like", exact=True, pressed=True).wait_for()
+        assert focused(page) == ["like-1", True]
+        page.keyboard.press("Shift+Tab")
         page.keyboard.press("Shift+Tab")
         assert focused(page) == ["Conversation history", True]  # the log scrolls with the keys
         for _ in range(7):

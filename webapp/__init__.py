@@ -79,6 +79,9 @@ def create_app(test_config=None):
         # A fast model writes hundreds of tokens a second: sending each alone would cost the server
         # more than generating it, and nobody reads faster than twenty updates a second.
         CHAT_STREAM_INTERVAL=0.05,
+        # The shipped model writes a reply in a fifth of a second, too fast to be seen being
+        # written: the stream shows at most this many characters a second (0: as written).
+        CHAT_STREAM_PACE=60,
         REDIS_URL=None,
         REDIS_KEY_PREFIX="hxstate:",
     )

@@ -16,6 +16,7 @@ it ends after a minute without work.
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -51,11 +52,13 @@ class Job:
         return self.cancelled or time.monotonic() >= self.deadline
 
     def stop(self):
-        """End the reply where it is, at the person's request: its row stops at the next step."""
+        """End the reply where it is, at the person's request: its row stops at the next step, and
+        a reader pacing a reply already written shows the rest at once."""
         with self._changed:
-            if self.stopped is None:
+            if self.stopped is None and not self.done:
                 self.stopped = STOPPED
             self.cancelled = True
+            self._changed.notify_all()
 
     def publish(self, text):
         """Make a longer prefix of the reply visible to readers."""
@@ -77,25 +80,38 @@ class Job:
                 self.error, self.done = error, True
                 self._changed.notify_all()
 
-    def updates(self, interval=0.0):
+    def updates(self, interval=0.0, pace=0.0, clock=time.monotonic):
         """Yield the reply's new text as it arrives, at most once per `interval` seconds unless
-        the reply is finished; raise the job's error, if it fails."""
+        the reply is finished; raise the job's error, if it fails.
+
+        With `pace`, text is shown at most that many characters a second after the first word, in
+        whole words, so that a reply a fast model wrote at once is still seen being written.
+        """
         sent = 0
+        started = None
         while True:
             with self._changed:
                 timeout = self.deadline + self.stall_grace - time.monotonic()
                 if not self._changed.wait_for(lambda: self.done or len(self.text) > sent, timeout):
                     self.cancelled = True
                     raise ModelError("the model stopped answering")
-                text, done, error = self.text, self.done, self.error
+                text, done, error, cancelled = self.text, self.done, self.error, self.cancelled
             if error is not None:
                 raise error
-            if len(text) > sent:
-                yield text[sent:]
-                sent = len(text)
-            if done:
+            shown = len(text)
+            if pace and not cancelled:
+                started = clock() if started is None else started
+                allowed = int(pace * (clock() - started)) + 1
+                shown = _word_end(text, allowed) if allowed > sent else sent
+            if shown > sent:
+                yield text[sent:shown]
+                sent = shown
+            if done and sent == len(text):
                 return
-            if interval:
+            if sent < len(text):  # held back by the pace: wait for it, or for Stop
+                with self._changed:
+                    self._changed.wait_for(lambda: self.cancelled, interval or 1 / pace)
+            elif interval:
                 with self._changed:
                     self._changed.wait_for(lambda: self.done, interval)
 
@@ -104,6 +120,12 @@ class Job:
         for _ in self.updates():
             pass
         return self.text
+
+
+def _word_end(text, length):
+    """Where the word that holds character `length` of `text` ends (the whole text at its end)."""
+    ends = [end for end in (text.find(" ", length), text.find("\n", length)) if end >= 0]
+    return min(ends) if ends else len(text)
 
 
 class Scheduler:
@@ -122,6 +144,7 @@ class Scheduler:
         self.logger = logger
         self._waiting = deque()
         self._jobs = {}
+        self._shown = {}
         self._wake = threading.Condition()
         self._thread = None
 
@@ -144,9 +167,21 @@ class Scheduler:
         return job
 
     def running(self, key):
-        """The job under way for `key`, or None."""
+        """The job under way for `key` (being generated, or shown at its pace), or None."""
         with self._wake:
-            return self._jobs.get(key)
+            return self._jobs.get(key) or self._shown.get(key)
+
+    @contextmanager
+    def showing(self, job):
+        """Keep `job` found by `running` while a reader shows it, after its generation too."""
+        with self._wake:
+            self._shown[job.key] = job
+        try:
+            yield job
+        finally:
+            with self._wake:
+                if self._shown.get(job.key) is job:
+                    del self._shown[job.key]
 
     def _next_batch(self):
         """Wait for work; take up to `batch_size` jobs that still have time left."""

@@ -114,10 +114,12 @@ class _Reply:
         bubble; each rendered as Markdown, so that half-written emphasis or code ends as it will stay."""
         yield ": generating\n\n"  # a comment, so that the headers go out before the first token
         text = ""
+        config = current_app.config
         try:
-            for piece in self.job.updates(current_app.config["CHAT_STREAM_INTERVAL"]):
-                text += piece
-                yield _event(render_template("chat/_delta.html", turn_id=self.turn_id, text=text))
+            with current_scheduler().showing(self.job):
+                for piece in self.job.updates(config["CHAT_STREAM_INTERVAL"], config["CHAT_STREAM_PACE"]):
+                    text += piece
+                    yield _event(render_template("chat/_delta.html", turn_id=self.turn_id, text=text))
         except (ModelError, Overloaded):
             pass  # finish() says what went wrong
         exchange = self.finish()
