@@ -2,9 +2,11 @@
 
 Starts `gunicorn wsgi:app` (the checked-in config, one gthread worker) on a free loopback port and
 drives it with keep-alive HTTP clients in threads, the way browsers post the htmx form. Also compares
-a board poll that re-renders (200) with one answered from its ETag (304).
+a board poll that re-renders (200) with one answered from its ETag (304). With `--code REV`, the
+app's code at that git revision runs too (in a temporary worktree, on this tree's `.venv`), each row
+measured on both, one after the other, so that a change is judged in one run.
 
-    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads 8]
+    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads 8] [--code REV]
 """
 
 import argparse
@@ -16,9 +18,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
+
+from model import worktree  # bench/model.py: a revision's code in a temporary git worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +35,9 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(port, threads=None, workers=1, **settings):
-    """Start `gunicorn wsgi:app` with the checked-in config (its thread count unless `threads` is
-    given); `settings` are HXSTATE_* variables."""
+def start_server(port, threads=None, workers=1, root=ROOT, **settings):
+    """Start `gunicorn wsgi:app` from `root` with its checked-in config (its thread count unless
+    `threads` is given); `settings` are HXSTATE_* variables."""
     env = {**os.environ, "HXSTATE_SECRET_KEY": secrets.token_hex(32), "HXSTATE_BIND": f"127.0.0.1:{port}",
            "HXSTATE_WORKERS": str(workers),
            "HXSTATE_RATELIMIT_ENABLED": "false",  # every benchmark client shares one address
@@ -39,7 +45,7 @@ def start_server(port, threads=None, workers=1, **settings):
     if threads:
         env["HXSTATE_THREADS"] = str(threads)
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(1200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -115,24 +121,32 @@ def main():
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads")
+    parser.add_argument("--code", help="a git revision whose app code to measure beside this tree's")
     args = parser.parse_args()
-    port = free_port()
-    server = start_server(port, args.threads)
-    try:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        roots = {"this tree": ROOT}
+        if args.code:
+            roots[f"code at {args.code}"] = stack.enter_context(worktree(args.code, Path(folder)))
+        ports = {}
+        for name, root in roots.items():
+            ports[name] = port = free_port()
+            server = start_server(port, args.threads, root=root,
+                                  SQLALCHEMY_DATABASE_URI=f"sqlite:///{Path(folder) / f'{port}.sqlite3'}")
+            stack.callback(server.wait)
+            stack.callback(server.terminate)
         print(f"gunicorn: 1 worker x {args.threads} threads; {os.cpu_count()} CPUs; "
               f"{args.seconds:g} s per row\n")
-        print(f"{'what':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+        print(f"{'code':<24}{'what':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
         for n in args.concurrency:
-            rate, p50, p99 = run(port, n, args.seconds, lambda b, i: b.submit(i % 1000))
-            print(f"{'submit (POST /scores)':<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
-        etag = Browser(port).poll().getheader("ETag")
+            for name, port in ports.items():
+                rate, p50, p99 = run(port, n, args.seconds, lambda b, i: b.submit(i % 1000))
+                print(f"{name:<24}{'submit (POST /scores)':<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
         n = max(args.concurrency)
-        for label, tag in (("poll, board re-rendered", None), ("poll, unchanged (304)", etag)):
-            rate, p50, p99 = run(port, n, args.seconds, lambda b, i, tag=tag: b.poll(tag))
-            print(f"{label:<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
-    finally:
-        server.terminate()
-        server.wait()
+        for label in ("poll, board re-rendered", "poll, unchanged (304)"):
+            for name, port in ports.items():
+                tag = Browser(port).poll().getheader("ETag") if "304" in label else None
+                rate, p50, p99 = run(port, n, args.seconds, lambda b, i, tag=tag: b.poll(tag))
+                print(f"{name:<24}{label:<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 models, the chat as a client sees it, servers (in process and gunicorn), Redis, Chromium."""
 
 import os
+import re
 
 # Nothing in the tests may reach a model hub; set before transformers is imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -368,7 +369,9 @@ def redis_config(request):
     if not redis_answers():
         pytest.fail(f"Redis is not answering on {REDIS_HOST}:{REDIS_PORT}: start it "
                     f"(scripts/test does) — the Redis tests are never skipped.")
-    prefix = f"hxstate-test:{request.node.name}:{os.getpid()}:"
+    # Without glob characters: a parametrized test's name has brackets, which SCAN's MATCH reads.
+    name = re.sub(r"[^\w-]", "_", request.node.name)
+    prefix = f"hxstate-test:{name}:{os.getpid()}:"
     yield {"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "REDIS_KEY_PREFIX": prefix}
     with redis.Redis(host=REDIS_HOST, port=REDIS_PORT) as client:
         keys = list(client.scan_iter(match=prefix + "*"))

@@ -1,20 +1,25 @@
 """The checked-in gunicorn config serves the app, and refuses what the state stores cannot keep right."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, free_port, gunicorn, stop, wait_until_serving
+from html_tree import parse
 
 
-def test_memory_store_refuses_several_workers(app_env):
+def test_the_embedded_stores_refuse_several_workers(app_env):
     server = gunicorn(app_env, "--bind", f"127.0.0.1:{free_port()}", HXSTATE_WORKERS="2")
     output, _ = server.communicate(timeout=60)
     assert server.returncode != 0
-    assert "global to one process only" in output
+    assert "which is one process only" in output
     assert "Run one worker (HXSTATE_WORKERS=1" in output
 
 
@@ -33,6 +38,51 @@ def test_one_worker_serves_the_board(app_env):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/scores.json", timeout=10) as response:
             assert response.status == 200
             assert response.read() == b'{"count":0,"top":[]}\n'
+    finally:
+        stop(server)
+
+
+def worker_of(master):
+    """The pid of the one worker a gunicorn master runs."""
+    [worker] = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return int(worker)
+
+
+def global_state(browser):
+    """The board as /scores.json says, and the word tally /words shows."""
+    board = json.loads(browser.request("GET", "/scores.json", new_connection=True))
+    return board, int(parse(browser.request("GET", "/words", htmx=False)).find(id="all-words").text)
+
+
+def test_the_board_and_the_tally_survive_a_killed_worker_and_a_restart(app_env, browsers):
+    port = free_port()
+    env = {**app_env, "HXSTATE_BIND": f"127.0.0.1:{port}", "HXSTATE_THREADS": "4"}
+    server = gunicorn(env)
+    try:
+        wait_until_serving(server, port)
+        browser = browsers(port)
+        browser.request("POST", "/scores", "score=42")
+        browser.request("POST", "/words", "text=one+two+three")
+        before = global_state(browser)
+        assert before == ({"top": [42], "count": 1}, 3)
+        worker = worker_of(server.pid)
+        os.kill(worker, signal.SIGKILL)  # as the OOM killer or a timeout would
+        deadline = time.monotonic() + 60
+        while True:  # gunicorn starts a new worker in its place
+            assert time.monotonic() < deadline, "gunicorn started no new worker"
+            try:
+                if worker_of(server.pid) != worker:
+                    break
+            except ValueError:  # none, or the old one and the new one for a moment
+                pass
+        wait_until_serving(server, port)
+        assert global_state(browsers(port)) == before
+    finally:
+        stop(server)
+    server = gunicorn(env)  # and a whole new server
+    try:
+        wait_until_serving(server, port)
+        assert global_state(browsers(port)) == before
     finally:
         stop(server)
 

@@ -22,7 +22,7 @@ def test_redis_board_shows_what_the_memory_board_shows(make_app, redis_config):
     values = [str(rng.choice([rng.randint(-50, 50), round(rng.uniform(-1e3, 1e3), 2)]))
               for _ in range(300)]
     memory, shared = new_client(make_app()), new_client(make_app(**redis_config))
-    assert isinstance(shared.application.extensions["scores"], RedisScoreBoard)
+    assert isinstance(shared.application.extensions["stores"].board, RedisScoreBoard)
     for value in values:
         memory.post("/scores", data={"score": value}, headers=HTMX)
         shared.post("/scores", data={"score": value}, headers=HTMX)

@@ -76,7 +76,7 @@ def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_w
 def test_a_browser_that_leaves_mid_stream_finds_the_whole_reply_on_refresh(make_app, browsers):
     model = SteppedModel("kept", "after", "you", "left")
     app = make_app(CHAT_MODEL=model)
-    stored = when_called(app.extensions["chat_history"], "add_reply")
+    stored = when_called(app.extensions["stores"].history, "add_reply")
     with one_message(app, browsers) as (browser, turn, reader):
         response = reader.stream(f"/chat/replies/{turn}")
         model.release()

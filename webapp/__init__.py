@@ -13,8 +13,7 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import (background_model, chat_history, database, errors, generation, limits,  # noqa: E402
-               redis_connection, score_board, security, sessions, state)
+from . import background_model, errors, generation, limits, security, stores  # noqa: E402
 from .pages import PAGES, home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +45,6 @@ def create_app(test_config=None):
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
         HTMX_VERSION=HTMX_VERSION,
-        SESSION_TYPE="sqlalchemy",
         SESSION_SERIALIZATION_FORMAT="json",
         SESSION_PERMANENT=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -98,12 +96,7 @@ def create_app(test_config=None):
     security.init_app(app)  # before CSRFProtect: another site's post is refused as such
     csrf.init_app(app)
     errors.init_app(app)
-    redis_connection.init_app(app)
-    database.init_app(app)
-    score_board.init_app(app)
-    state.init_app(app)
-    sessions.init_app(app)
-    chat_history.init_app(app)
+    stores.init_app(app)
     background_model.init_app(app)
     generation.init_app(app)
 

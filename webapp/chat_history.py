@@ -3,39 +3,26 @@
 A turn is `{role, text}`; a bot turn also names the user turn it answers, carries a note when
 its generation was cut short, so that a partial reply is never taken for a whole one, and the
 browser's feedback on it (like or dislike). Turns are appended, and changed only by Undo,
-Regenerate and feedback. Appending is one INSERT
-(or one RPUSH on Redis), so concurrent requests of one session (double-click, two tabs) never lose
-a turn, whereas flask-session writes the whole session back at the end of each request. Replies of
-one session are generated one at a time under `lock(sid)`, so each reply sees the conversation
-before it: a lock in the process for the embedded store, a Redis lock with a timeout on Redis, so
-that a worker that dies holding it cannot block the session for longer than the timeout.
+Regenerate and feedback. Both stores keep the newest `CHAT_HISTORY_MAX_TURNS / 2` exchanges.
+Appending a message is one transaction (an INSERT, then a SELECT and a DELETE for the cap) in SQL,
+one script on Redis, so concurrent requests of one session (double-click, two tabs) never lose a
+turn, whereas flask-session writes the whole session back at the end of each request. Replies of
+one session are generated one at a time under its lock (`webapp/reply_locks.py`).
 """
 
 import json
 import random
-import threading
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import click
 import sqlalchemy as sa
-from flask import abort, current_app
+from flask import current_app
 from flask.cli import with_appcontext
-from redis.exceptions import LockError
-from sqlalchemy.orm import DeclarativeBase
 
-from .database import database, utcnow
-from .redis_connection import redis_client
-
-BUSY = "This chat is still busy with an earlier message. Try again in a moment."
+from .database import Base, database, utcnow
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class ChatTurn(_Base):
+class ChatTurn(Base):
     """One stored message."""
 
     __tablename__ = "chat_turns"
@@ -77,44 +64,11 @@ def _exchanges(turns):
             for id, role, text, *_ in turns if role == "user"]
 
 
-class _SessionLocks:
-    """One lock per session id, dropped when nobody holds or waits for it."""
-
-    def __init__(self):
-        self._guard = threading.Lock()
-        self._locks = {}
-        self._users = defaultdict(int)
-
-    @contextmanager
-    def hold(self, sid, wait):
-        with self._guard:
-            lock = self._locks.setdefault(sid, threading.Lock())
-            self._users[sid] += 1
-        try:
-            if not lock.acquire(timeout=wait):
-                abort(503, BUSY)
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            with self._guard:
-                self._users[sid] -= 1
-                if not self._users[sid]:
-                    del self._users[sid], self._locks[sid]
-
-
 class SqlChatHistory:
     """Chat turns in the app's SQL database, capped at `max_turns` per session."""
 
-    def __init__(self, max_turns, lock_wait):
+    def __init__(self, max_turns):
         self.max_turns = max_turns
-        self.lock_wait = lock_wait
-        self._locks = _SessionLocks()
-
-    def lock(self, sid):
-        """Serialise reply generation and clearing for one session within this process."""
-        return self._locks.hold(sid, self.lock_wait)
 
     def exchanges(self, sid):
         """The session's conversation, oldest first."""
@@ -195,31 +149,34 @@ class SqlChatHistory:
 class RedisChatHistory:
     """Chat turns in a Redis list per session, expiring with the session, capped at `max_turns`."""
 
-    def __init__(self, client, prefix, max_turns, lifetime, lock_timeout, lock_wait):
+    # Append a turn and keep the newest max_turns / 2 user turns (at least one) with what follows
+    # them, as the SQL store keeps the newest exchanges: counting list entries instead would keep
+    # more messages than exchanges while replies are pending.
+    _APPEND = """
+        redis.call('RPUSH', KEYS[1], ARGV[1])
+        local keep, seen = tonumber(ARGV[2]), 0
+        local turns = redis.call('LRANGE', KEYS[1], 0, -1)
+        for index = #turns, 1, -1 do
+            if cjson.decode(turns[index])['role'] == 'user' then
+                seen = seen + 1
+                if seen == keep then
+                    redis.call('LTRIM', KEYS[1], index - 1, -1)
+                    break
+                end
+            end
+        end
+        redis.call('EXPIRE', KEYS[1], ARGV[3])
+    """
+
+    def __init__(self, client, prefix, max_turns, lifetime):
         self._client = client
         self._prefix = prefix + "chat:"
         self.max_turns = max_turns
         self.lifetime = lifetime
-        self.lock_timeout = lock_timeout
-        self.lock_wait = lock_wait
+        self._append_script = client.register_script(self._APPEND)
 
     def _key(self, sid):
         return self._prefix + sid
-
-    @contextmanager
-    def lock(self, sid):
-        """Serialise reply generation and clearing for one session across every process."""
-        lock = self._client.lock(self._prefix + "lock:" + sid, timeout=self.lock_timeout,
-                                 blocking_timeout=self.lock_wait)
-        if not lock.acquire():
-            abort(503, BUSY)
-        try:
-            yield
-        finally:
-            try:
-                lock.release()
-            except LockError:  # held past its timeout and taken over: nothing left to release
-                current_app.logger.warning("chat lock of a session expired before release")
 
     def _turns(self, sid):
         pipe = self._client.pipeline(transaction=True)
@@ -236,11 +193,8 @@ class RedisChatHistory:
         return _exchanges(self._turns(sid))
 
     def _append(self, sid, turn):
-        pipe = self._client.pipeline(transaction=True)
-        pipe.rpush(self._key(sid), json.dumps(turn))
-        pipe.ltrim(self._key(sid), -self.max_turns, -1)
-        pipe.expire(self._key(sid), self.lifetime)
-        pipe.execute()
+        self._append_script(keys=[self._key(sid)],
+                            args=[json.dumps(turn), max(1, self.max_turns // 2), self.lifetime])
 
     def add_user_turn(self, sid, text):
         """Store a user message and return it; the oldest turns go past the cap."""
@@ -312,19 +266,7 @@ def _is_reply_to(turn, user_turn_id):
     return turn["role"] == "bot" and turn.get("reply_to") == user_turn_id
 
 
-def _create_table(engine):
-    """Create the turns table, or add the columns that a database from an older release lacks."""
-    ChatTurn.__table__.create(engine, checkfirst=True)
-    present = {column["name"] for column in sa.inspect(engine).get_columns(ChatTurn.__tablename__)}
-    with engine.begin() as connection:
-        for column in ChatTurn.__table__.columns:
-            if column.name not in present:
-                kind = column.type.compile(engine.dialect)
-                connection.execute(sa.text(f"ALTER TABLE {ChatTurn.__tablename__} "
-                                           f"ADD COLUMN {column.name} {kind}"))
-
-
-def _maybe_delete_expired():
+def maybe_delete_expired():
     """Now and then, on a request, remove what expired sessions left behind."""
     every = current_app.config["SESSION_CLEANUP_EVERY"]
     if every and random.randrange(every) == 0:
@@ -338,24 +280,6 @@ def cleanup_sessions_command():
     click.echo(f"deleted the turns of sessions that expired: {current_history().delete_expired()} turns")
 
 
-def init_app(app):
-    """Create the history store once: on Redis when the config names one, else in the database."""
-    config = app.config
-    client = redis_client(app)
-    if client is not None:
-        app.extensions["chat_history"] = RedisChatHistory(
-            client, config["REDIS_KEY_PREFIX"], config["CHAT_HISTORY_MAX_TURNS"],
-            int(app.permanent_session_lifetime.total_seconds()), config["CHAT_LOCK_TIMEOUT"],
-            config["CHAT_LOCK_WAIT"])
-    else:
-        app.extensions["chat_history"] = SqlChatHistory(
-            config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_LOCK_WAIT"])
-        with app.app_context():
-            _create_table(app.extensions["sqlalchemy"].engine)
-        app.before_request(_maybe_delete_expired)
-    app.cli.add_command(cleanup_sessions_command)
-
-
 def current_history():
     """The chat history store of the app handling this request."""
-    return current_app.extensions["chat_history"]
+    return current_app.extensions["stores"].history

@@ -7,7 +7,7 @@ office, a school, a carrier's NAT) do not use up each other's allowance. On top 
 that drops its cookies gets a new session each time, and is held back by its address instead.
 Both are read when a request is checked. Counts live in Redis when `REDIS_URL` is set, so that
 every worker and machine counts together; otherwise in this process's memory, which is right for
-the one worker the embedded configuration allows.
+the one worker the embedded configuration allows (`webapp/stores.py`).
 """
 
 import time
@@ -45,12 +45,10 @@ def seconds_until_allowed():
 
 
 def init_app(app):
-    """Bind the limiter to the app, counting in Redis when the config names one."""
-    redis_url = app.config["REDIS_URL"]
+    """Bind the limiter to the app, counting where its stores say (`webapp/stores.py`)."""
     # Set, not left to the limiter: it is shared by every app and would keep the last one's setting.
     app.config.setdefault("RATELIMIT_ENABLED", True)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["stores"].limits_uri)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    if redis_url:
-        app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
     limiter.init_app(app)

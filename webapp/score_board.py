@@ -1,24 +1,19 @@
 """The global score board: every user's submissions, summarised as the top scores and a count.
 
-By default the board is `ScoreBoard`, in this process's memory: created once per app in
-`init_app` and shared by every thread of the process (gunicorn's gthread workers, Flask's threaded
-dev server). "Global" then means global to one process: several processes would each keep a board
-of their own, so the gunicorn config refuses to start more than one worker on it
-(`workers.check_workers`).
-With `REDIS_URL` set, the board is `RedisScoreBoard`, global to every process and machine that
-uses that Redis.
+By default the board is `SqlScoreBoard`, in the instance database beside the sessions and chats,
+so that it survives a worker's death and a restart. With `REDIS_URL` set, it is `RedisScoreBoard`,
+global to every process and machine that uses that Redis.
 
-Memory does not grow with the number of submissions: either board keeps only the
+Storage does not grow with the number of submissions: either board keeps only the
 `SCORE_BOARD_SIZE` highest scores and a counter.
 """
 
-import heapq
-import threading
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from flask import current_app
 
-from .redis_connection import redis_client
+from .database import Base, database
 
 
 @dataclass(frozen=True)
@@ -34,36 +29,71 @@ class Board:
         return f"{self.count}-{hash(self.top) & 0xFFFFFFFFFFFF:x}"
 
 
-class ScoreBoard:
-    """The top scores and a submission count in this process's memory, guarded by a lock."""
+class BoardScore(Base):
+    """One of the top scores, numbered in the order submitted (equal scores are all kept)."""
 
-    shared_between_processes = False
+    __tablename__ = "board_scores"
+    id = sa.Column(sa.Integer, primary_key=True)
+    value = sa.Column(sa.Float, nullable=False)
+
+
+class BoardCount(Base):
+    """The one row that counts every submission."""
+
+    __tablename__ = "board_count"
+    id = sa.Column(sa.Integer, primary_key=True)
+    count = sa.Column(sa.Integer, nullable=False)
+
+
+class SqlScoreBoard:
+    """The top scores and a submission count in the instance database: durable, and shared by
+    every process that opens it."""
 
     def __init__(self, size=3):
         self.size = size
-        self._lowest_first = []
-        self._count = 0
-        self._lock = threading.Lock()
+        scores, counts = BoardScore.__table__, BoardCount.__table__
+        top = sa.select(scores.c.id).order_by(scores.c.value.desc(), scores.c.id).limit(size)
+        self._count = counts.update().values(count=counts.c.count + 1)
+        self._first = counts.insert().values(id=1, count=1)
+        self._add = scores.insert()
+        self._trim = scores.delete().where(scores.c.id.not_in(top.scalar_subquery()))
+        # One statement, so that the scores and the count are read from the same moment.
+        self._read = (sa.select(counts.c.count, scores.c.value).select_from(counts)
+                      .outerjoin(scores, sa.true())
+                      .order_by(scores.c.value.desc(), scores.c.id).limit(size))
 
     def submit(self, value):
-        """Count a score and keep it if it belongs among the top ones."""
-        with self._lock:
-            self._count += 1
-            if len(self._lowest_first) < self.size:
-                heapq.heappush(self._lowest_first, value)
-            elif value > self._lowest_first[0]:
-                heapq.heapreplace(self._lowest_first, value)
+        """Count a score and keep it if it belongs among the top ones, in one transaction (its
+        first statement takes SQLite's write lock, so concurrent submits queue, never interleave);
+        return the board as this submit left it."""
+        db = database()
+        try:
+            if db.execute(self._count).rowcount == 0:
+                db.execute(self._first)
+            db.execute(self._add.values(value=value))
+            db.execute(self._trim)
+            board = self._board(db)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return board
 
     def snapshot(self):
         """Return the board as one consistent Board."""
-        with self._lock:
-            return Board(tuple(sorted(self._lowest_first, reverse=True)), self._count)
+        db = database()
+        board = self._board(db)
+        db.commit()
+        return board
+
+    def _board(self, db):
+        rows = db.execute(self._read).all()
+        return Board(tuple(value for _, value in rows if value is not None), rows[0].count if rows else 0)
 
 
 class RedisScoreBoard:
     """The top scores and a submission count in Redis: a sorted set trimmed by one atomic script."""
 
-    shared_between_processes = True
     # Members are submission numbers, so equal scores are all kept; the trim keeps the top `size`.
     _SUBMIT = """
         local n = redis.call('INCR', KEYS[2])
@@ -79,8 +109,9 @@ class RedisScoreBoard:
         self._submit = client.register_script(self._SUBMIT)
 
     def submit(self, value):
-        """Count a score and keep it if it belongs among the top ones, atomically."""
+        """Count a score and keep it if it belongs among the top ones, atomically; return the board."""
         self._submit(keys=[self._top, self._count], args=[repr(value), self.size])
+        return self.snapshot()
 
     def snapshot(self):
         """Return the board as one consistent Board (read in one transaction)."""
@@ -91,16 +122,6 @@ class RedisScoreBoard:
         return Board(tuple(score + 0.0 for _, score in top), int(count or 0))
 
 
-def init_app(app):
-    """Create this app's score board once: in Redis when the config names one, else in memory."""
-    size = app.config["SCORE_BOARD_SIZE"]
-    client = redis_client(app)
-    if client is not None:
-        app.extensions["scores"] = RedisScoreBoard(client, app.config["REDIS_KEY_PREFIX"], size)
-    else:
-        app.extensions["scores"] = ScoreBoard(size=size)
-
-
 def current_board():
     """The score board of the app handling this request."""
-    return current_app.extensions["scores"]
+    return current_app.extensions["stores"].board

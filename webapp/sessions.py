@@ -17,23 +17,25 @@ from flask_session import Session
 from flask_session.sqlalchemy import SqlAlchemySessionInterface
 
 from .database import utcnow
-from .redis_connection import redis_client
-from .session_outages import OutageTolerantSessions
 
 
-def init_app(app):
-    """Give the app flask-session, on Redis or on the embedded database (`database.init_app`)."""
-    client = redis_client(app)
-    if client is not None:
-        app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client,
-                          SESSION_KEY_PREFIX=app.config["REDIS_KEY_PREFIX"] + "session:")
-        Session(app)
-    else:
-        app.session_interface = SqlSessions(
-            app, client=app.extensions["sqlalchemy"], permanent=app.config["SESSION_PERMANENT"],
-            serialization_format=app.config["SESSION_SERIALIZATION_FORMAT"],
-            refresh_after=app.config["SESSION_REFRESH_AFTER"])
-    app.session_interface = OutageTolerantSessions(app.session_interface)
+def sql_sessions(app, db):
+    """flask-session on the embedded database `db` (`webapp/stores.py` chooses)."""
+    interface = SqlSessions(
+        app, client=db, permanent=app.config["SESSION_PERMANENT"],
+        serialization_format=app.config["SESSION_SERIALIZATION_FORMAT"],
+        refresh_after=app.config["SESSION_REFRESH_AFTER"])
+    # flask-session adds its own cleanup command, which would leave chat turns behind: hxstate's
+    # `cleanup-sessions` (webapp/chat_history.py) deletes both.
+    app.cli.commands.pop("session_cleanup", None)
+    return interface
+
+
+def redis_sessions(app, client, prefix):
+    """flask-session on Redis, which expires sessions by itself (`webapp/stores.py` chooses)."""
+    app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix + "session:")
+    Session(app)
+    return app.session_interface
 
 
 class SqlSessions(SqlAlchemySessionInterface):

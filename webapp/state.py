@@ -6,17 +6,18 @@
 Declare them at module level in a page module; read and change them inside a request.
 `SessionState` lives in the browser's server-side session (flask-session): keep values small and
 JSON-serialisable; two overlapping requests of one browser that both set it keep the last write.
-`GlobalState` lives in this process's memory behind a lock or, with `REDIS_URL`, in Redis; change
-it with `update`, which is atomic in both, so that no concurrent change is lost.
+`GlobalState` lives in the instance database or, with `REDIS_URL`, in Redis (`webapp/stores.py`
+chooses), so it survives restarts and is shared by every worker; change it with `update`, which
+is atomic in both, so that no concurrent change is lost. Values must be JSON-serialisable.
 """
 
 import copy
 import json
-import threading
 
+import sqlalchemy as sa
 from flask import current_app
 
-from .redis_connection import redis_client
+from .database import Base, database
 from .session_outages import readable_session
 
 
@@ -57,37 +58,52 @@ class GlobalState:
 
     def get(self):
         """The current value."""
-        return current_app.extensions["global_state"].get(self.name, self.default)
+        return current_app.extensions["stores"].values.get(self.name, self.default)
 
     def update(self, change):
         """Replace the value by `change(value)` atomically; return the new value."""
-        return current_app.extensions["global_state"].update(self.name, self.default, change)
+        return current_app.extensions["stores"].values.update(self.name, self.default, change)
 
 
-class MemoryStateStore:
-    """Global values in this process's memory, global to this process only."""
+class GlobalValue(Base):
+    """One global value, as JSON."""
 
-    shared_between_processes = False
+    __tablename__ = "global_values"
+    name = sa.Column(sa.String(255), primary_key=True)
+    value = sa.Column(sa.Text, nullable=False)
 
-    def __init__(self):
-        self._values = {}
-        self._lock = threading.Lock()
+
+class SqlStateStore:
+    """Global values as JSON in the instance database: durable, and shared by every process."""
+
+    _table = GlobalValue.__table__
 
     def get(self, name, default):
-        with self._lock:
-            return copy.deepcopy(self._values.get(name, default))
+        db = database()
+        stored = db.execute(sa.select(self._table.c.value).where(self._table.c.name == name)).scalar()
+        db.commit()
+        return json.loads(stored) if stored is not None else copy.deepcopy(default)
 
     def update(self, name, default, change):
-        with self._lock:
-            value = change(copy.deepcopy(self._values.get(name, default)))
-            self._values[name] = value
-            return copy.deepcopy(value)
+        table, db = self._table, database()
+        try:
+            # A write comes first, matching a row or not, so that this transaction holds SQLite's
+            # write lock before it reads: two updates can then never read the same value.
+            db.execute(table.update().where(table.c.name == name).values(name=table.c.name))
+            stored = db.execute(sa.select(table.c.value).where(table.c.name == name)).scalar()
+            value = change(json.loads(stored) if stored is not None else copy.deepcopy(default))
+            statement = (table.insert().values(name=name) if stored is None
+                         else table.update().where(table.c.name == name))
+            db.execute(statement.values(value=json.dumps(value)))
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return copy.deepcopy(value)
 
 
 class RedisStateStore:
     """Global values as JSON in Redis, updated under WATCH so that concurrent changes retry."""
-
-    shared_between_processes = True
 
     def __init__(self, client, prefix):
         self._client = client
@@ -108,10 +124,3 @@ class RedisStateStore:
             return value
 
         return self._client.transaction(attempt, key, value_from_callable=True)
-
-
-def init_app(app):
-    """Create the store of global values once: in Redis when the config names one, else in memory."""
-    client = redis_client(app)
-    app.extensions["global_state"] = (RedisStateStore(client, app.config["REDIS_KEY_PREFIX"])
-                                      if client is not None else MemoryStateStore())

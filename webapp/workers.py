@@ -1,14 +1,13 @@
-"""The check that state kept in one process's memory is never served by several worker processes."""
+"""The check that state kept in one process is never served by several worker processes."""
 
 
 def check_workers(app, workers):
-    """Refuse to serve state kept in one process's memory from several worker processes."""
-    local = [name for name, store in app.extensions.items()
-             if getattr(store, "shared_between_processes", None) is False]
-    if workers > 1 and local:
+    """Refuse to serve the embedded stores, whose locks and rate limits live in one process, from
+    several worker processes."""
+    if workers > 1 and not app.extensions["stores"].shared_between_processes:
         raise RuntimeError(
-            f"The score board and the other global state ({', '.join(local)}) are kept in memory, "
-            f"which is global to one process only, but {workers} workers were asked for: each would "
-            f"show its own. Run one worker (HXSTATE_WORKERS=1, no --workers) and scale it with "
-            f"threads (HXSTATE_THREADS), or share the state between workers through Redis "
-            f"(HXSTATE_REDIS_URL=redis://host:6379/0).")
+            f"The embedded stores keep each chat's reply lock and the rate-limit counts in the "
+            f"worker's memory, which is one process only, but {workers} workers were asked for: "
+            f"they would write two replies of one chat at once and count limits apart. Run one "
+            f"worker (HXSTATE_WORKERS=1, no --workers) and scale it with threads (HXSTATE_THREADS), "
+            f"or share the state between workers through Redis (HXSTATE_REDIS_URL=redis://host:6379/0).")

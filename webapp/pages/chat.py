@@ -12,6 +12,7 @@ from ..chat_markdown import render_markdown
 from ..generation import ModelError, Overloaded, current_scheduler
 from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
+from ..reply_locks import current_locks
 from ..state import SessionState, browser_id
 
 bp = Blueprint("chat", __name__)
@@ -64,7 +65,7 @@ class _Reply:
             return cls(turn_id, running)
         history = current_history()
         lock = ExitStack()
-        lock.enter_context(history.lock(sid))
+        lock.enter_context(current_locks().hold(sid))
         try:
             exchanges = history.exchanges(sid)
             index = next((i for i, e in enumerate(exchanges) if e.user.id == turn_id), None)
@@ -227,7 +228,7 @@ def regenerate(turn_id):
     """Forget the newest reply and ask the model for it again."""
     sid = browser_id()
     history = current_history()
-    with history.lock(sid):
+    with current_locks().hold(sid):
         exchanges = history.exchanges(sid)
         if not exchanges or exchanges[-1].user.id != turn_id or exchanges[-1].reply is None:
             abort(409, "Only the newest reply, once written, can be asked for again.")
@@ -263,7 +264,7 @@ def undo():
     """Take back the newest message and its reply; the message goes back into the box."""
     sid = browser_id()
     history = current_history()
-    with history.lock(sid):
+    with current_locks().hold(sid):
         text = history.remove_last_exchange(sid) or ""
     if wants_fragment():
         return _render("chat/_undone.html", value=text)
@@ -276,7 +277,7 @@ def clear():
     """Forget this browser's conversation, and only this browser's."""
     sid = browser_id()
     history = current_history()
-    with history.lock(sid):
+    with current_locks().hold(sid):
         history.clear(sid)
     if wants_fragment():
         return _render("chat/_cleared.html", exchanges=[])

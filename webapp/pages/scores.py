@@ -42,10 +42,10 @@ def submit():
         value = parse_score(text, current_app.config["SCORE_MAX_ABS"])
     except InvalidScore as error:
         return _render("scores/_form.html", 422, error=str(error), value=text)
-    current_board().submit(value)
+    board = current_board().submit(value)
     last_score.set(value)
     if wants_fragment():
-        return _render("scores/_submitted.html")
+        return _render("scores/_submitted.html", board=board)
     return redirect(url_for("scores.index"), 303)
 
 

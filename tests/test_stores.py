@@ -1,0 +1,249 @@
+"""The store contract: every store behaves the same on the embedded backend and on Redis."""
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+import redis
+import sqlalchemy as sa
+from werkzeug.exceptions import ServiceUnavailable
+
+from conftest import ScriptedModel, chat, in_threads, log, new_client, set_expiry
+from webapp.database import utcnow
+from webapp.score_board import BoardScore
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def make_stores(request, make_app):
+    """Build an app on one backend (either, in turn) and return it; later calls share its stores."""
+    def make(**config):
+        settings = {"SESSION_CLEANUP_EVERY": 0, "CHAT_MODEL": ScriptedModel(), "CHAT_LOCK_WAIT": 0.2,
+                    **config}
+        if request.param == "redis":
+            settings.update(request.getfixturevalue("redis_config"))
+        return make_app(**settings)
+    return make
+
+
+def stores(app):
+    return app.extensions["stores"]
+
+
+def within(app, action, *args):
+    """Run `action(*args)` inside an app context, as a request would."""
+    with app.app_context():
+        return action(*args)
+
+
+def user_texts(app, sid):
+    history = stores(app).history
+    return within(app, lambda: [exchange.user.text for exchange in history.exchanges(sid)])
+
+
+# Score board
+
+def test_an_empty_board_shows_nothing_and_counts_zero(make_stores):
+    app = make_stores()
+    board = within(app, stores(app).board.snapshot)
+    assert board.top == () and board.count == 0
+
+
+def test_equal_scores_are_all_kept_and_the_submit_returns_the_board_it_left(make_stores):
+    app = make_stores()
+    for value in (5.0, 5.0, 1.0):
+        after = within(app, stores(app).board.submit, value)
+    assert after.top == (5.0, 5.0, 1.0) and after.count == 3
+    assert within(app, stores(app).board.snapshot) == after
+
+
+def test_concurrent_submits_give_the_exact_board_and_storage_stays_bounded(make_stores):
+    app = make_stores()
+    board = stores(app).board
+    rng = random.Random(3)
+    batches = [[rng.uniform(-1e6, 1e6) for _ in range(100)] for _ in range(8)]
+
+    def submit(batch):
+        with app.app_context():
+            for value in batch:
+                board.submit(value)
+
+    in_threads(submit, [(batch,) for batch in batches])
+    every = [value for batch in batches for value in batch]
+    snapshot = within(app, board.snapshot)
+    assert snapshot.top == tuple(sorted(every, reverse=True)[:3]) and snapshot.count == 800
+    assert stored_scores(app) <= 3
+
+
+def stored_scores(app):
+    """How many scores the backend keeps (not how many were submitted)."""
+    if app.config["REDIS_URL"]:
+        with redis.Redis.from_url(app.config["REDIS_URL"]) as client:
+            return client.zcard(app.config["REDIS_KEY_PREFIX"] + "scores:top")
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+        with engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(BoardScore)).scalar()
+
+
+def test_the_board_and_the_values_outlive_the_app(make_stores):
+    first = make_stores()
+    within(first, stores(first).board.submit, 42.0)
+    within(first, stores(first).values.update, "visits", 0, lambda n: n + 1)
+    again = make_stores()  # a new process on the same stores: a restart
+    assert within(again, stores(again).board.snapshot).top == (42.0,)
+    assert within(again, stores(again).values.get, "visits", 0) == 1
+
+
+# Global values
+
+def test_a_value_starts_from_its_default_and_keeps_json(make_stores):
+    app = make_stores()
+    values = stores(app).values
+    assert within(app, values.get, "words", {"total": 0}) == {"total": 0}
+    assert within(app, values.update, "words", {"total": 0}, lambda v: {**v, "list": [1, "a"]}) == {
+        "total": 0, "list": [1, "a"]}
+    assert within(app, values.get, "words", None) == {"total": 0, "list": [1, "a"]}
+
+
+def test_concurrent_updates_lose_nothing(make_stores):
+    app = make_stores()
+    values = stores(app).values
+
+    def add(times):
+        with app.app_context():
+            for _ in range(times):
+                values.update("counter", 0, lambda n: n + 1)
+
+    in_threads(add, [(50,)] * 8)
+    assert within(app, values.get, "counter", 0) == 400
+
+
+# Chat history
+
+def test_turns_keep_their_order_and_replies_pair_with_their_messages(make_stores):
+    app = make_stores()
+    history = stores(app).history
+
+    def talk():
+        first = history.add_user_turn("s1", "one")
+        second = history.add_user_turn("s1", "two")
+        history.add_reply("s1", second.id, "reply to two")
+        history.add_reply("s1", first.id, "reply to one", "stopped")
+        return history.exchanges("s1")
+
+    exchanges = within(app, talk)
+    assert [(e.user.text, e.reply.text, e.reply.note) for e in exchanges] == [
+        ("one", "reply to one", "stopped"), ("two", "reply to two", None)]
+    assert exchanges[0].user.id < exchanges[1].user.id
+
+
+def test_the_cap_keeps_the_newest_exchanges_with_or_without_their_replies(make_stores):
+    app = make_stores(CHAT_HISTORY_MAX_TURNS=6)
+    history = stores(app).history
+
+    def pending_then_answered():
+        for k in range(5):
+            history.add_user_turn("pending", f"m{k}")  # no reply yet to any of them
+        for k in range(5):
+            turn = history.add_user_turn("answered", f"m{k}")
+            history.add_reply("answered", turn.id, f"r{k}")
+
+    within(app, pending_then_answered)
+    assert user_texts(app, "pending") == ["m2", "m3", "m4"]
+    assert user_texts(app, "answered") == ["m2", "m3", "m4"]
+    replies = within(app, lambda: [e.reply.text for e in history.exchanges("answered")])
+    assert replies == ["r2", "r3", "r4"]
+
+
+def test_concurrent_appends_keep_every_message_with_its_own_id(make_stores):
+    app = make_stores(CHAT_HISTORY_MAX_TURNS=200)
+    history = stores(app).history
+    ids = []
+
+    def append(writer):
+        with app.app_context():
+            for k in range(10):
+                ids.append(history.add_user_turn("shared", f"{writer}-{k}").id)
+
+    in_threads(append, [(writer,) for writer in range(6)])
+    texts = user_texts(app, "shared")
+    assert sorted(texts) == sorted(f"{w}-{k}" for w in range(6) for k in range(10))
+    assert len(set(ids)) == 60
+    for writer in range(6):  # each writer's messages in the order it wrote them
+        assert [t for t in texts if t.startswith(f"{writer}-")] == [f"{writer}-{k}" for k in range(10)]
+
+
+def test_clear_forgets_one_session_only(make_stores):
+    app = make_stores()
+    history = stores(app).history
+
+    def talk_then_clear():
+        history.add_user_turn("gone", "bye")
+        history.add_user_turn("kept", "hello")
+        history.clear("gone")
+
+    within(app, talk_then_clear)
+    assert user_texts(app, "gone") == [] and user_texts(app, "kept") == ["hello"]
+
+
+def test_undo_regenerate_and_feedback_change_only_their_turns(make_stores):
+    app = make_stores()
+    history = stores(app).history
+
+    def edit():
+        first = history.add_user_turn("s", "first")
+        history.add_reply("s", first.id, "a")
+        last = history.add_user_turn("s", "last")
+        history.add_reply("s", last.id, "b")
+        history.set_feedback("s", first.id, "like")
+        history.remove_reply("s", last.id)
+        assert [e.reply.text if e.reply else None for e in history.exchanges("s")] == ["a", None]
+        assert history.remove_last_exchange("s") == "last"
+        history.add_reply("s", last.id, "to a message that is gone")
+        return history.exchanges("s")
+
+    [only] = within(app, edit)
+    assert (only.user.text, only.reply.text, only.reply.feedback) == ("first", "a", "like")
+    assert within(app, history.remove_last_exchange, "nobody") is None
+
+
+def expire_sessions(app):
+    """Let the lifetime of every stored session pass, as each backend lets it."""
+    if app.config["REDIS_URL"]:
+        with redis.Redis.from_url(app.config["REDIS_URL"]) as client:
+            keys = list(client.scan_iter(match=app.config["REDIS_KEY_PREFIX"] + "*"))
+            for key in keys:
+                client.pexpire(key, 1)
+            while client.exists(*keys):  # Redis ends each key a millisecond from now
+                pass
+    else:
+        set_expiry(app, utcnow() - timedelta(minutes=1))
+        assert app.test_cli_runner().invoke(args=["cleanup-sessions"]).exit_code == 0
+
+
+def test_a_history_ends_with_its_session(make_stores):
+    app = make_stores()
+    client = new_client(app)
+    chat(client, "soon forgotten")
+    sid = client.get_cookie("session").value
+    assert user_texts(app, sid) == ["soon forgotten"]
+    expire_sessions(app)
+    assert user_texts(app, sid) == []
+    assert log(client) == []
+
+
+# Reply locks
+
+def test_a_held_lock_keeps_others_out_until_another_thread_releases_it(make_stores):
+    app = make_stores()
+    locks = stores(app).locks
+    release = within(app, locks.acquire, "s")
+    with pytest.raises(ServiceUnavailable):
+        within(app, locks.acquire, "s")  # waits CHAT_LOCK_WAIT, then gives up
+    within(app, locks.acquire, "other")()  # other sessions are not held up
+    releaser = threading.Thread(target=within, args=(app, release))
+    releaser.start()
+    releaser.join()
+    with app.app_context(), locks.hold("s"):
+        pass

@@ -1,0 +1,81 @@
+"""Where all state is kept: every store on one backend, chosen here and nowhere else.
+
+Embedded (the default) keeps everything in the SQLite database of the instance folder, except the
+reply locks and the rate-limit counts, which live in the one worker process this allows. With
+`REDIS_URL`, everything lives in Redis under `REDIS_KEY_PREFIX`, shared by any number of workers
+and machines. Each store has one interface and its two implementations side by side in its module:
+
+| store | interface | embedded | Redis |
+| --- | --- | --- | --- |
+| score board | `submit`, `snapshot` | `score_board.SqlScoreBoard` | `score_board.RedisScoreBoard` |
+| global values | `get`, `update` | `state.SqlStateStore` | `state.RedisStateStore` |
+| chat history | `exchanges`, `add_user_turn`, `add_reply`, ... | `chat_history.SqlChatHistory` | `chat_history.RedisChatHistory` |
+| reply locks | `acquire`, `hold` | `reply_locks.ProcessLocks` | `reply_locks.RedisLocks` |
+| sessions | Flask's `SessionInterface` | `sessions.SqlSessions` | flask-session's Redis interface |
+| rate limits | a storage URI of the `limits` package | `memory://` | the Redis URL |
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from . import chat_history, database, reply_locks, score_board, sessions, state
+from .redis_connection import connect
+from .session_outages import OutageTolerantSessions
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores of one app, all on the same backend."""
+
+    board: Any
+    values: Any
+    history: Any
+    locks: Any
+    limits_uri: str
+    # Whether several worker processes may share these stores (the embedded locks and rate-limit
+    # counts are in the process).
+    shared_between_processes: bool
+
+
+def _embedded(app):
+    config = app.config
+    db = database.init_app(app)
+    app.session_interface = sessions.sql_sessions(app, db)
+    app.before_request(chat_history.maybe_delete_expired)
+    return Stores(
+        board=score_board.SqlScoreBoard(config["SCORE_BOARD_SIZE"]),
+        values=state.SqlStateStore(),
+        history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"]),
+        locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
+        limits_uri="memory://",
+        shared_between_processes=False)
+
+
+def _redis(app, url):
+    config = app.config
+    client = connect(url)
+    prefix = config["REDIS_KEY_PREFIX"]
+    app.session_interface = sessions.redis_sessions(app, client, prefix)
+    return Stores(
+        board=score_board.RedisScoreBoard(client, prefix, config["SCORE_BOARD_SIZE"]),
+        values=state.RedisStateStore(client, prefix),
+        history=chat_history.RedisChatHistory(client, prefix, config["CHAT_HISTORY_MAX_TURNS"],
+                                              int(app.permanent_session_lifetime.total_seconds())),
+        locks=reply_locks.RedisLocks(client, prefix, config["CHAT_LOCK_TIMEOUT"], config["CHAT_LOCK_WAIT"]),
+        limits_uri=url,
+        shared_between_processes=True)
+
+
+def init_app(app):
+    """Create the app's stores once, on Redis when the config names one, else embedded."""
+    url = app.config["REDIS_URL"]
+    app.extensions["stores"] = _redis(app, url) if url else _embedded(app)
+    app.session_interface = OutageTolerantSessions(app.session_interface)
+    app.cli.add_command(chat_history.cleanup_sessions_command)
+
+
+def current_stores():
+    """The stores of the app handling this request."""
+    return current_app.extensions["stores"]
