@@ -12,7 +12,7 @@ from html_tree import text_of
 from webapp import ROOT
 from webapp.chat_model import TIME_LIMIT, ChatModel
 from webapp.generation import STOPPED, Job, Overloaded, Scheduler
-from webapp.pages.chat import MODEL_BUSY
+from webapp.replies import MODEL_BUSY
 
 CONVERSATIONS = [
     ["hello"],
@@ -258,3 +258,27 @@ def test_a_paced_reader_never_waits_for_text_that_is_not_written():
     assert next(updates) == "one"
     job.finish("one two")
     assert list(updates) == [" two"]
+
+
+def test_a_job_ends_through_its_on_done_before_any_reader_sees_it_end():
+    seen = []
+
+    def save(job):
+        seen.append((job.text, job.done))
+        raise ConnectionError("the store went away")
+
+    job = Job(["hello"], time.monotonic() + 60, on_done=save)
+    job.finish("the reply")
+    job.finish("a second end is ignored")
+    assert seen == [("the reply", False)]
+    assert job.done and isinstance(job.error, ConnectionError)
+    with pytest.raises(ConnectionError):
+        job.result()
+
+
+def test_a_reader_that_gives_up_on_a_hung_model_ends_the_job_and_frees_it():
+    ended = []
+    job = Job(["hello"], time.monotonic(), stall_grace=0, on_done=ended.append)  # past its time
+    with pytest.raises(Exception, match="stopped answering"):
+        job.result()
+    assert ended == [job] and job.done and job.ending

@@ -13,7 +13,7 @@ from html_tree import parse
 from stepped_model import WORDS, SteppedModel
 from webapp.chat_markdown import render_markdown
 from webapp.chat_model import ChatModel
-from webapp.pages.chat import MODEL_FAILED
+from webapp.replies import MODEL_FAILED
 
 
 def snapshots(data):

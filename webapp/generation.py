@@ -33,18 +33,25 @@ STOPPED = "stopped"  # the reason a reply ended that the person asked for (Job.s
 
 
 class Job:
-    """One reply: the conversation in, the reply's text out as it grows."""
+    """One reply: the conversation in, the reply's text out as it grows.
 
-    def __init__(self, texts, deadline, stall_grace=5.0):
+    `on_done(job)`, if given, runs once when the job ends (with its whole text, or its error) and
+    before any reader sees it end: the reply's saving and its chat's lock belong to the job, not to
+    a request. If `on_done` raises, the job ends with that error instead.
+    """
+
+    def __init__(self, texts, deadline, stall_grace=5.0, on_done=None):
         self.texts = texts
         self.deadline = deadline
         self.stall_grace = stall_grace
+        self.on_done = on_done
         self.text = ""
         self.tokens = 0
         self.stopped = None
         self.error = None
         self.done = False
         self.cancelled = False
+        self.ending = False  # from the moment its end began: it is then never shared again
         self._changed = threading.Condition()
 
     def expired(self):
@@ -68,17 +75,28 @@ class Job:
 
     def finish(self, text):
         """End the job with its whole reply (cut short if `stopped` says why)."""
-        with self._changed:
-            if not self.done:
-                self.text, self.done = text, True
-                self._changed.notify_all()
+        self._end(text, None)
 
     def fail(self, error):
         """End the job without a reply."""
+        self._end(None, error)
+
+    def _end(self, text, error):
         with self._changed:
-            if not self.done:
-                self.error, self.done = error, True
-                self._changed.notify_all()
+            if self.ending:
+                return
+            self.ending = True
+            if text is not None:
+                self.text = text
+            self.error = error
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception as failure:  # noqa: BLE001 - the readers are told, below
+                error = self.error = failure
+        with self._changed:
+            self.done = True
+            self._changed.notify_all()
 
     def updates(self, interval=0.0, pace=0.0, clock=time.monotonic):
         """Yield the reply's new text as it arrives, at most once per `interval` seconds unless
@@ -92,11 +110,14 @@ class Job:
         while True:
             with self._changed:
                 timeout = self.deadline + self.stall_grace - time.monotonic()
-                if not self._changed.wait_for(lambda: self.done or len(self.text) > sent, timeout):
-                    self.cancelled = True
-                    raise ModelError("the model stopped answering")
+                stalled = not self._changed.wait_for(lambda: self.done or len(self.text) > sent, timeout)
+            if stalled:  # the job ends here, so that its chat is not held by a model that hangs
+                self.cancelled = True
+                self.fail(ModelError("the model stopped answering"))
+            with self._changed:
+                self._changed.wait_for(lambda: self.done or not stalled)
                 text, done, error, cancelled = self.text, self.done, self.error, self.cancelled
-            if error is not None:
+            if done and error is not None:
                 raise error
             shown = len(text)
             if pace and not cancelled:
@@ -148,14 +169,16 @@ class Scheduler:
         self._wake = threading.Condition()
         self._thread = None
 
-    def submit(self, texts, key=None):
-        """Queue a reply to the conversation `texts`; a job already under way for `key` is shared."""
+    def submit(self, texts, key=None, on_done=None):
+        """Queue a reply to the conversation `texts` (see `Job` for `on_done`); a job under way for
+        `key`, and not yet ending, is shared instead."""
         with self._wake:
-            if key is not None and key in self._jobs:
-                return self._jobs[key]
+            shared = self._jobs.get(key) if key is not None else None
+            if shared is not None and not shared.ending:
+                return shared
             if len(self._waiting) >= self.queue_size:
                 raise Overloaded(f"{len(self._waiting)} replies are already waiting for the model")
-            job = Job(texts, time.monotonic() + self.time_limit, self.stall_grace)
+            job = Job(texts, time.monotonic() + self.time_limit, self.stall_grace, on_done)
             job.key = key
             self._waiting.append(job)
             if key is not None:
