@@ -78,7 +78,8 @@ def test_chat_page_says_which_model_answers(tmp_path, shipped_model):
 def test_training_runs_end_to_end_and_is_deterministic(tmp_path):
     script = load_training_script()
     tiny = ["--conversations", "60", "--steps", "3", "--n-layer", "1", "--n-embd", "16", "--n-head", "2",
-            "--n-positions", "64", "--vocab-size", "300", "--batch-size", "8"]
+            "--n-positions", "64", "--vocab-size", "300", "--batch-size", "8",
+            "--precision", "float32"]  # "auto" times both on this CPU: a loaded machine may pick either
     for name in ("first", "second"):
         script.main(["train", "--out", str(tmp_path / name), *tiny])
     first, second = (load_file(tmp_path / name / "model.safetensors") for name in ("first", "second"))

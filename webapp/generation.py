@@ -93,7 +93,7 @@ class Job:
             try:
                 self.on_done(self)
             except Exception as failure:  # noqa: BLE001 - the readers are told, below
-                error = self.error = failure
+                self.error = failure
         with self._changed:
             self.done = True
             self._changed.notify_all()
