@@ -51,12 +51,11 @@ def _saver(sid, turn_id, release):
     app = current_app._get_current_object()
 
     def save(job):
-        try:
-            if job.error is None:
-                with app.app_context():
+        with app.app_context():
+            try:
+                if job.error is None:
                     current_history().add_reply(sid, turn_id, job.text, job.stopped)
-        finally:
-            with app.app_context():
+            finally:
                 release()
     return save
 

@@ -18,7 +18,20 @@ from redis.exceptions import LockError, RedisError
 BUSY = "This chat is still busy with an earlier message. Try again in a moment."
 
 
-class ProcessLocks:
+class _Locks:
+    """What both kinds of locks share: `hold`, on top of their own `acquire`."""
+
+    @contextmanager
+    def hold(self, sid):
+        """Hold the session's lock for a block."""
+        release = self.acquire(sid)
+        try:
+            yield
+        finally:
+            release()
+
+
+class ProcessLocks(_Locks):
     """One lock per session id in this process, dropped when nobody holds or waits for it."""
 
     def __init__(self, wait):
@@ -47,17 +60,8 @@ class ProcessLocks:
             if not self._users[sid]:
                 del self._users[sid], self._locks[sid]
 
-    @contextmanager
-    def hold(self, sid):
-        """Hold the session's lock for a block."""
-        release = self.acquire(sid)
-        try:
-            yield
-        finally:
-            release()
 
-
-class RedisLocks:
+class RedisLocks(_Locks):
     """One Redis lock per session id, with a timeout, shared by every process."""
 
     def __init__(self, client, prefix, timeout, wait):
@@ -82,15 +86,6 @@ class RedisLocks:
             except RedisError:  # Redis went away: the lock's timeout frees it if it still exists
                 current_app.logger.warning("chat lock of a session could not be released")
         return release
-
-    @contextmanager
-    def hold(self, sid):
-        """Hold the session's lock for a block."""
-        release = self.acquire(sid)
-        try:
-            yield
-        finally:
-            release()
 
 
 def current_locks():
