@@ -20,6 +20,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .database import Base, database, utcnow
+from .store_errors import STORE_ERRORS
 
 
 class ChatTurn(Base):
@@ -270,7 +271,10 @@ def maybe_delete_expired():
     """Now and then, on a request, remove what expired sessions left behind."""
     every = current_app.config["SESSION_CLEANUP_EVERY"]
     if every and random.randrange(every) == 0:
-        current_history().delete_expired()
+        try:
+            current_history().delete_expired()
+        except STORE_ERRORS as error:  # housekeeping: the request itself may need no store at all
+            current_app.logger.warning("could not delete expired sessions: %s", error)
 
 
 @click.command("cleanup-sessions")

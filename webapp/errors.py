@@ -68,7 +68,10 @@ def _http_error(error):
 
 
 def _internal_error(error):
-    """An exception no view handled, already logged by Flask: a 500 without a stack trace."""
+    """An exception no view handled, already logged by Flask: a 500 without a stack trace, or the
+    store's 503 if a store failed after the view (saving the session)."""
+    if isinstance(error.original_exception, STORE_ERRORS):
+        return _store_error(error.original_exception)
     return render_error(error)
 
 

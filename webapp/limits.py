@@ -18,7 +18,9 @@ from flask_limiter.util import get_remote_address
 
 from .session_outages import session_unavailable
 
-limiter = Limiter(get_remote_address)
+# A store that fails while the limiter counts (or writes its headers, after the view) is logged and
+# skipped: the view then meets the same failure and answers it with the 503 page, with its headers.
+limiter = Limiter(get_remote_address, swallow_errors=True)
 _per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
 
 

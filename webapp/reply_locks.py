@@ -9,6 +9,7 @@ reply's job releases it once the reply is saved.
 """
 
 import threading
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 
@@ -64,6 +65,8 @@ class ProcessLocks(_Locks):
 class RedisLocks(_Locks):
     """One Redis lock per session id, with a timeout, shared by every process."""
 
+    RETRY_SECONDS = 0.5
+
     def __init__(self, client, prefix, timeout, wait):
         self._client = client
         self._prefix = prefix + "chat:lock:"
@@ -78,14 +81,33 @@ class RedisLocks(_Locks):
         if not lock.acquire():
             abort(503, BUSY)
 
+        logger, token = current_app.logger, lock.local.token
+
         def release():
             try:
                 lock.release()
             except LockError:  # held past its timeout and taken over: nothing left to release
-                current_app.logger.warning("chat lock of a session expired before release")
-            except RedisError:  # Redis went away: the lock's timeout frees it if it still exists
-                current_app.logger.warning("chat lock of a session could not be released")
+                logger.warning("chat lock of a session expired before release")
+            except RedisError:
+                logger.warning("chat lock of a session could not be released: retrying until Redis is back")
+                threading.Thread(target=self._release_when_back, args=(lock, token, logger),
+                                 daemon=True).start()
         return release
+
+    def _release_when_back(self, lock, token, logger):
+        """Release a lock that Redis could not release when asked, as soon as it answers again, so
+        that its chat works on its next request rather than once the lock's timeout has passed."""
+        deadline = time.monotonic() + self.timeout  # by then the lock has expired by itself
+        while time.monotonic() < deadline:
+            time.sleep(self.RETRY_SECONDS)
+            try:
+                lock.do_release(token)  # release() forgot the token when it failed
+                return
+            except LockError:
+                return
+            except RedisError:
+                continue
+        logger.warning("chat lock of a session expired before Redis was back")
 
 
 def current_locks():

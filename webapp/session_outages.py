@@ -32,9 +32,15 @@ class OutageTolerantSessions(SessionInterface):
             return UnavailableSession(sid=None)
 
     def save_session(self, app, session, response):
-        # Saving a stand-in would overwrite the stored session with an empty one.
-        if not isinstance(session, UnavailableSession):
+        # Saving a stand-in would overwrite the stored session with an empty one; a session that
+        # failed to save is not tried again for the error page that failure gets (webapp/errors.py).
+        if isinstance(session, UnavailableSession) or getattr(session, "save_failed", False):
+            return
+        try:
             self.inner.save_session(app, session, response)
+        except STORE_ERRORS:
+            session.save_failed = True
+            raise
 
 
 def session_unavailable():

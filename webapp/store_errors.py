@@ -9,5 +9,11 @@ import redis
 import sqlalchemy.exc
 
 STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+
 STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
               "try again in a moment.")
+
+
+class StoreUnusable(RuntimeError):
+    """A store the app cannot start on; its message is one sentence saying what to do (gunicorn
+    prints a RuntimeError raised while it loads the app as such, without a traceback)."""
