@@ -1,18 +1,23 @@
-"""Score board throughput under gunicorn: submits/s and latency at several concurrencies, side by side.
+"""Score board throughput under gunicorn beside a bare Flask handler: submits/s, latency and CPU, side by side.
 
-Starts `gunicorn wsgi:app` (the checked-in config, one gthread worker) on a free loopback port and
-drives it with keep-alive HTTP clients in threads, the way browsers post the htmx form. Also compares
-a board poll that re-renders (200) with one answered from its ETag (304). With `--code REV`, the
-app's code at that git revision runs too (in a temporary worktree, on this tree's `.venv`), each row
-measured on both, one after the other, so that a change is judged in one run.
+Starts `gunicorn wsgi:app` (the checked-in config, one gthread worker) and the bare handler of
+`bench/bare_flask.py` under the same worker and thread count, each on a free loopback port, and drives
+them with keep-alive HTTP clients in threads, the way browsers post the htmx form. Rows: submits at
+several concurrencies; at the highest, a board poll that re-renders (200), one answered from its ETag
+(304) and `/scores.json`, each beside a bare GET of the bare handler's board. Each row gives req/s,
+p50 and p99, the server's CPU ms per request (which the machine's noise disturbs less than rates)
+and the share of a core the benchmark's clients used. With `--code REV`, the app's code at that git
+revision runs too (in a temporary worktree, on this tree's `.venv`), row by row, so that a change is
+judged in one run. Ends with the goals of a submit and a poll against the bare handler.
 
-    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads 8] [--code REV]
+    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads N] [--code REV]
 """
 
 import argparse
 import http.client
 import os
 import re
+import runpy
 import secrets
 import socket
 import statistics
@@ -59,16 +64,31 @@ def start_server(port, threads=None, workers=1, root=ROOT, **settings):
 
 
 class Browser:
-    """One keep-alive connection with its own session cookie and CSRF token."""
+    """One keep-alive connection with its own cookies (a CSRF cookie, then a session) and CSRF token."""
 
     def __init__(self, port):
         self.origin = f"http://127.0.0.1:{port}"  # a browser's posts say where they come from
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.jar = {}
         self.conn.request("GET", "/scores")
         response = self.conn.getresponse()
         html = response.read().decode()
-        self.cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+        self.keep_cookies(response)
         self.token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    @property
+    def cookie(self):
+        """The Cookie header this browser sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.jar.items())
+
+    def keep_cookies(self, response):
+        """Keep the cookies a response sets, and forget those it deletes."""
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, value = header.split(";", 1)[0].split("=", 1)
+            if value and "Max-Age=0" not in header:
+                self.jar[name] = value
+            else:
+                self.jar.pop(name, None)
 
     def submit(self, value):
         self.conn.request("POST", "/scores", body=f"score={value}", headers={
@@ -77,16 +97,46 @@ class Browser:
             "HX-Request-Type": "partial"})
         response = self.conn.getresponse()
         response.read()
+        self.keep_cookies(response)
         assert response.status == 200, response.status
+
+    def get(self, path, headers=None):
+        """A GET with this browser's cookies; return the response, read."""
+        self.conn.request("GET", path, headers={"Cookie": self.cookie, **(headers or {})})
+        response = self.conn.getresponse()
+        response.read()
+        assert response.status in (200, 304), response.status
+        return response
 
     def poll(self, etag=None):
         headers = {"HX-Request": "true", "HX-Request-Type": "partial"}
         if etag:
             headers["If-None-Match"] = etag
-        self.conn.request("GET", "/scores", headers=headers)
+        return self.get("/scores", headers)
+
+
+class BareClient:
+    """A keep-alive client of the bare Flask handler (bench/bare_flask.py): the same form post."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def submit(self, value):
+        self.conn.request("POST", "/scores", body=f"score={value}",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
         response = self.conn.getresponse()
         response.read()
+        assert response.status == 200, response.status
+
+    def get(self, path, headers=None):
+        self.conn.request("GET", "/scores")  # the bare handler's one page, whatever is asked
+        response = self.conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
         return response
+
+    def poll(self, etag=None):
+        return self.get("/scores")
 
 
 def run(port, concurrency, seconds, action, client=Browser):
@@ -116,37 +166,134 @@ def run(port, concurrency, seconds, action, client=Browser):
     return len(every) / elapsed, statistics.median(every) * 1000, p99 * 1000
 
 
+def cpu_seconds(pid):
+    """CPU seconds (user and system) used so far by a gunicorn master and its workers."""
+    from scale import tree_pids  # bench/scale.py imports this module
+
+    total = 0
+    for process in tree_pids(pid):
+        with open(f"/proc/{process}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(server, port, concurrency, seconds, action, client):
+    """`run`, with the server's CPU ms per request and the share of a core the clients used."""
+    server_cpu, client_cpu, wall = cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+    rate, p50, p99 = run(port, concurrency, seconds, action, client)
+    wall = time.perf_counter() - wall
+    requests = rate * seconds
+    return {"rate": rate, "p50": p50, "p99": p99,
+            "server_ms": (cpu_seconds(server.pid) - server_cpu) * 1000 / max(requests, 1),
+            "client_core": (time.process_time() - client_cpu) / wall}
+
+
+def start_bare(port, threads):
+    """The bare Flask handler under the same gunicorn worker as hxstate."""
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gunicorn")), "-k", "gthread", "-w", "1", "--threads",
+         str(threads), "-b", f"127.0.0.1:{port}", "bare_flask:create_app()"],
+        cwd=ROOT / "bench", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return server
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("the bare handler did not start")
+
+
+ROWS = {  # what, and the action each client repeats
+    "submit (POST /scores)": lambda b, i: b.submit(i % 1000),
+    "poll, board re-rendered": lambda b, i: b.poll(),
+    "poll, unchanged (304)": None,  # needs the board's ETag: see main
+    "GET /scores.json": lambda b, i: b.get("/scores.json"),
+}
+
+
+def config_threads():
+    """The thread count of the checked-in gunicorn config (HXSTATE_THREADS or its default)."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"]
+
+
+def goals(results, names, n):
+    """The goals of a score submit and a poll against the bare handler, each with the figure reached."""
+    bare_submit, bare_get = results["bare Flask", "submit (POST /scores)", n], results["bare Flask", "GET", n]
+    lines = []
+    for name in names:
+        submit = results[name, "submit (POST /scores)", n]
+        rate, cpu = submit["rate"] / bare_submit["rate"], submit["server_ms"] / bare_submit["server_ms"]
+        checks = [
+            (f"submit at {n} clients >= 0.5 x bare submits/s, or server CPU <= 2 x bare",
+             f"{rate:.2f} x, CPU {cpu:.2f} x", rate >= 0.5 or cpu <= 2),
+            (f"submit p99 at {n} clients <= 150 ms", f"{submit['p99']:.0f} ms", submit["p99"] <= 150)]
+        for what in ("poll, unchanged (304)", "GET /scores.json"):
+            ratio = results[name, what, n]["rate"] / bare_get["rate"]
+            checks.append((f"{what} >= 0.8 x a bare GET", f"{ratio:.2f} x", ratio >= 0.8))
+        lines += [f"- {name}: {goal}: {reached} ({'met' if met else 'missed'})" for goal, reached, met in checks]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="gunicorn threads (default: the checked-in config's)")
     parser.add_argument("--code", help="a git revision whose app code to measure beside this tree's")
     args = parser.parse_args()
+    threads = args.threads or config_threads()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         roots = {"this tree": ROOT}
         if args.code:
             roots[f"code at {args.code}"] = stack.enter_context(worktree(args.code, Path(folder)))
-        ports = {}
+        port = free_port()
+        bare = start_bare(port, threads)
+        stack.callback(bare.wait)
+        stack.callback(bare.terminate)
+        servers = {"bare Flask": (bare, port, BareClient)}  # first: each row's ratios need its figure
         for name, root in roots.items():
-            ports[name] = port = free_port()
-            server = start_server(port, args.threads, root=root,
+            port = free_port()
+            server = start_server(port, threads, root=root,
                                   SQLALCHEMY_DATABASE_URI=f"sqlite:///{Path(folder) / f'{port}.sqlite3'}")
             stack.callback(server.wait)
             stack.callback(server.terminate)
-        print(f"gunicorn: 1 worker x {args.threads} threads; {os.cpu_count()} CPUs; "
-              f"{args.seconds:g} s per row\n")
-        print(f"{'code':<24}{'what':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-        for n in args.concurrency:
-            for name, port in ports.items():
-                rate, p50, p99 = run(port, n, args.seconds, lambda b, i: b.submit(i % 1000))
-                print(f"{name:<24}{'submit (POST /scores)':<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
+            servers[name] = (server, port, Browser)
+        for server, port, client in servers.values():  # warm up: first requests, lazy imports
+            run(port, 8, 1, ROWS["submit (POST /scores)"], client)
+        print(f"gunicorn: 1 worker x {threads} threads; {os.cpu_count()} CPUs; {args.seconds:g} s per row; "
+              "the clients run on the same CPUs\n")
+        print(f"{'code':<22}{'what':<26}{'clients':>8}{'req/s':>9}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'CPU ms/req':>11}{'x bare':>8}{'client core':>12}")
+        results = {}
         n = max(args.concurrency)
-        for label in ("poll, board re-rendered", "poll, unchanged (304)"):
-            for name, port in ports.items():
-                tag = Browser(port).poll().getheader("ETag") if "304" in label else None
-                rate, p50, p99 = run(port, n, args.seconds, lambda b, i, tag=tag: b.poll(tag))
-                print(f"{name:<24}{label:<28}{n:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
+        plan = [("submit (POST /scores)", c) for c in args.concurrency]
+        plan += [(what, n) for what in ("poll, board re-rendered", "poll, unchanged (304)", "GET /scores.json")]
+        for what, clients in plan:
+            for name, (server, port, client) in servers.items():
+                if client is BareClient and what != "submit (POST /scores)":
+                    if (name, "GET", clients) in results:
+                        continue
+                    key, action = "GET", lambda b, i: b.get("/scores")
+                else:
+                    key, action = what, ROWS[what]
+                    if what == "poll, unchanged (304)":
+                        tag = Browser(port).poll().getheader("ETag")
+                        action = lambda b, i, tag=tag: b.poll(tag)  # noqa: E731
+                row = results[name, key, clients] = measured(server, port, clients, args.seconds, action, client)
+                bare_row = results.get(("bare Flask", "submit (POST /scores)" if key == what == "submit (POST /scores)"
+                                        else "GET", clients))
+                ratio = lambda k: f"{row[k] / bare_row[k]:.2f}" if bare_row else ""  # noqa: E731
+                label = "GET /scores (bare)" if key == "GET" else what
+                print(f"{name:<22}{label:<26}{clients:>8}{row['rate']:>9.0f}{ratio('rate'):>8}{row['p50']:>9.2f}"
+                      f"{row['p99']:>9.2f}{row['server_ms']:>11.2f}{ratio('server_ms'):>8}"
+                      f"{row['client_core']:>11.0%}", flush=True)
+        print()
+        print(goals(results, list(roots), n))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from werkzeug.serving import make_server  # noqa: E402
 from html_tree import parse  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.chat_model import ChatModel  # noqa: E402
+from webapp.sessions import SqlSessionStore  # noqa: E402
 
 # Hypothesis otherwise fails a test whose examples run or are made slowly: a busy machine's speed
 # is no fault of the code.
@@ -214,8 +215,7 @@ def log(client):
 
 def sessions_table(app):
     """The engine and the table of the app's sessions in the embedded database."""
-    interface = app.session_interface.inner
-    return interface.client.engine, interface.sql_session_model.__table__
+    return app.extensions["sqlalchemy"].engine, SqlSessionStore.table
 
 
 def set_expiry(app, expiry):
@@ -458,7 +458,8 @@ class Browser:
     """A keep-alive HTTP client with a cookie jar of one session and its CSRF token."""
 
     def __init__(self, port, cookie=None, token=None):
-        self.port, self.cookie, self.token = port, cookie, token
+        self.port, self.token = port, token
+        self.jar = dict(pair.split("=", 1) for pair in cookie.split("; ")) if cookie else {}
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         if cookie is None:
             try:
@@ -480,11 +481,23 @@ class Browser:
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         text = response.read().decode()
-        cookie = response.getheader("Set-Cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
+        self.keep_cookies(response)
         assert 200 <= response.status < 300, (response.status, text)
         return text
+
+    @property
+    def cookie(self):
+        """The Cookie header this browser sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.jar.items())
+
+    def keep_cookies(self, response):
+        """Keep the cookies a response sets, and forget those it deletes."""
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, value = header.split(";", 1)[0].split("=", 1)
+            if value and "Max-Age=0" not in header:
+                self.jar[name] = value
+            else:
+                self.jar.pop(name, None)
 
     def stream(self, path, body=None):
         """Post as htmx with its event-stream extension does; return the open response."""

@@ -58,6 +58,7 @@ def test_prompt_holds_the_conversation_in_order(make_app):
 
 def test_twenty_concurrent_requests_of_one_session_lose_nothing(app):
     owner = new_client(app)
+    owner.post("/scores", data={"score": "1"}, headers=HTMX)  # a session is kept once it holds state
     cookie = owner.get_cookie("session").value
     clients = []
     for _ in range(20):

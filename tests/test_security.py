@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool
 
-from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, new_client, serve, type_message,
-                      watch_csp)
+from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, csrf_token, new_client, serve,
+                      type_message, watch_csp)
 from html_tree import parse, text_of
 from webapp.errors import MESSAGES
 from webapp.score_values import InvalidScore, parse_score
@@ -41,9 +41,13 @@ def test_every_response_carries_the_security_headers(client):
 
 
 def test_session_cookie_is_httponly_and_samesite_lax(app):
-    response = app.test_client().get("/chat")
-    cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    client = app.test_client()
+    csrf = client.get("/chat").headers["Set-Cookie"]  # the CSRF token's, until a session holds state
+    client.environ_base["HTTP_X_CSRFTOKEN"] = csrf_token(client.get("/scores").get_data(as_text=True))
+    session = client.post("/scores", data={"score": "1"}, headers=HTMX).headers.getlist("Set-Cookie")
+    for cookie in [csrf, *session]:
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert any(cookie.startswith("session=") for cookie in session)
 
 
 @pytest.mark.browser
@@ -151,6 +155,7 @@ def test_rate_limit_counts_every_worker_together_on_redis(make_app, redis_config
     settings_ = {"RATELIMIT_ENABLED": True, "CHAT_RATE_LIMIT": "3/minute",
                  "CHAT_MODEL": ScriptedModel(), **redis_config}
     first = new_client(make_app(**settings_))
+    first.post("/scores", data={"score": "1"}, headers=HTMX)  # a session is kept once it holds state
     # The same browser (its session cookie and CSRF proof) on a second worker.
     second = make_app(**settings_).test_client()
     second.set_cookie("session", first.get_cookie("session").value)

@@ -1,11 +1,15 @@
-"""Sessions in the embedded database: written when they change, pushed forward now and then while in
-use, and not written by a request that changes nothing."""
+"""Sessions: stored only once they hold state, read only by the requests that use them, written when
+they change and pushed forward now and then while in use, in the embedded database and in Redis."""
 
+from datetime import timedelta
+
+import pytest
+import redis
 import sqlalchemy as sa
 
 from conftest import HTMX, ScriptedModel, conversation, new_client, sessions_table, set_expiry, turn_id
 from html_tree import parse, text_of
-from webapp.database import utcnow
+from webapp.database import Base, utcnow
 
 
 def stored(app):
@@ -19,7 +23,7 @@ def stored(app):
 
 def test_a_request_that_changes_nothing_writes_nothing(app):
     client = new_client(app)
-    client.get("/chat")  # the chat keys its history by the session: the first visit marks it kept
+    client.post("/scores", data={"score": "7"}, headers=HTMX)  # state: the session is kept
     before = stored(app)
     assert len(before) == 1
     for response in (client.get("/scores"), client.get("/scores", headers=HTMX), client.get("/chat")):
@@ -30,6 +34,7 @@ def test_a_request_that_changes_nothing_writes_nothing(app):
 
 def test_a_change_is_written_at_once(app):
     client = new_client(app)
+    client.post("/scores", data={"score": "6"}, headers=HTMX)
     [(data, expiry)] = stored(app).values()
     response = client.post("/scores", data={"score": "7"}, headers=HTMX)
     assert response.status_code == 200 and "Set-Cookie" in response.headers
@@ -50,6 +55,7 @@ def test_setting_the_same_value_again_writes_nothing(app):
 
 def test_a_session_in_use_is_pushed_forward_once_a_little_of_its_lifetime_has_passed(app):
     client = new_client(app)
+    client.post("/scores", data={"score": "7"}, headers=HTMX)
     lifetime, refresh_after = app.permanent_session_lifetime, app.config["SESSION_REFRESH_AFTER"]
     recent = utcnow() + lifetime * (1 - refresh_after / 2)
     set_expiry(app, recent)
@@ -71,7 +77,7 @@ def test_an_expired_session_is_not_used(app):
     set_expiry(app, utcnow())
     page = client.get("/scores").get_data(as_text=True)
     assert "Your last score" not in text_of(page)
-    assert len(stored(app)) == 2 and old_sid in stored(app)  # a new session; the cleanup takes the old
+    assert list(stored(app)) == [old_sid]  # no new session until it holds state; the cleanup takes the old
 
 
 def test_a_request_needs_one_database_connection_at_a_time(make_app):
@@ -85,3 +91,85 @@ def test_a_request_needs_one_database_connection_at_a_time(make_app):
     turn = turn_id(sent.get_data(as_text=True))
     assert client.post(f"/chat/replies/{turn}", headers=HTMX).status_code == 200
     assert conversation(client.get("/chat").get_data(as_text=True)) == [("You", "hello"), ("Bot", "hi")]
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend_app(request, make_app):
+    """An app on one backend (either, in turn), and a function that counts what it has stored."""
+    if request.param == "embedded":
+        app = make_app(SESSION_CLEANUP_EVERY=0)
+
+        def count():
+            with app.app_context():
+                engine = app.extensions["sqlalchemy"].engine
+                with engine.connect() as connection:
+                    return sum(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                               for table in Base.metadata.sorted_tables)
+        return app, count
+    config = request.getfixturevalue("redis_config")
+    app = make_app(**config)
+
+    def count():
+        with redis.Redis.from_url(config["REDIS_URL"]) as client:
+            return len(list(client.scan_iter(match=config["REDIS_KEY_PREFIX"] + "*")))
+    return app, count
+
+
+def test_cookieless_visitors_store_nothing_yet_get_forms_that_post(backend_app):
+    app, count = backend_app
+    before = count()
+    for k in range(1000):  # a crawler: no cookies kept between requests
+        response = app.test_client(use_cookies=False).get(("/", "/scores", "/chat", "/no-such-page")[k % 4])
+        assert response.status_code == (404 if k % 4 == 3 else 200)
+        assert not any(c.startswith("session=") for c in response.headers.getlist("Set-Cookie"))
+    assert count() == before
+    # Its forms carry a CSRF proof that works: the first post with state keeps the session.
+    client = new_client(app)
+    assert count() == before
+    assert client.post("/scores", data={"score": "5"}, headers=HTMX).status_code == 200
+    assert client.get_cookie("session") is not None and client.get_cookie("csrf") is None
+    assert parse(client.get("/scores").get_data(as_text=True)).find(id="last-score").text == "5"
+
+
+class UnreadableSessions:
+    """A session store that fails the test if anything reads or writes it."""
+
+    def load(self, sid):
+        raise AssertionError("the session store was read")
+
+    def save(self, sid, values, lifetime):
+        raise AssertionError("the session store was written")
+
+
+def test_polls_and_the_json_board_never_touch_the_session_store(backend_app):
+    app, _ = backend_app
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    etag = client.get("/scores", headers=HTMX).headers["ETag"]
+    stored_sessions, app.session_interface.store = app.session_interface.store, UnreadableSessions()
+    try:
+        poll = client.get("/scores", headers={**HTMX, "If-None-Match": etag})
+        assert poll.status_code == 304 and "Set-Cookie" not in poll.headers
+        board = client.get("/scores.json")
+        assert board.status_code == 200 and board.json == {"top": [5], "count": 1}
+        assert "Set-Cookie" not in board.headers
+    finally:
+        app.session_interface.store = stored_sessions
+
+
+def test_redis_sessions_are_written_only_when_they_change_or_are_due(make_app, redis_config):
+    app = make_app(**redis_config)
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    key = redis_config["REDIS_KEY_PREFIX"] + "session:" + client.get_cookie("session").value
+    lifetime = app.permanent_session_lifetime
+    recent = lifetime * (1 - app.config["SESSION_REFRESH_AFTER"] / 2)  # not yet due to be pushed
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as store:
+        store.pexpire(key, recent)
+        data = store.get(key)
+        for response in (client.get("/scores"), client.get("/scores", headers=HTMX), client.get("/chat")):
+            assert response.status_code == 200 and "Set-Cookie" not in response.headers
+        assert store.get(key) == data and store.pttl(key) <= recent.total_seconds() * 1000
+        assert client.post("/scores", data={"score": "6"}, headers=HTMX).headers["Set-Cookie"]
+        assert store.get(key) != data
+        assert store.pttl(key) > (lifetime - timedelta(minutes=1)).total_seconds() * 1000

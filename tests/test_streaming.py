@@ -50,8 +50,8 @@ def one_message(app, browsers):
     connection of the same browser to read the reply on."""
     with serve(app) as url:
         browser = browsers(int(url.rsplit(":", 1)[1]))
-        reader = browsers(browser.port, browser.cookie, browser.token)
-        yield browser, sent_turn(browser, "hello"), reader
+        turn = sent_turn(browser, "hello")  # from now on the browser has a session
+        yield browser, turn, browsers(browser.port, browser.cookie, browser.token)
 
 
 def test_first_words_arrive_before_the_reply_is_finished_and_the_history_keeps_what_streamed(make_app,

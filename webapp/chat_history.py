@@ -1,4 +1,4 @@
-"""Each browser's chat history: a list of turns keyed by the flask-session id.
+"""Each browser's chat history: a list of turns keyed by the session id (`webapp/sessions.py`).
 
 A turn is `{role, text}`; a bot turn also names the user turn it answers, carries a note when
 its generation was cut short, so that a partial reply is never taken for a whole one, and the
@@ -6,7 +6,7 @@ browser's feedback on it (like or dislike). Turns are appended, and changed only
 Regenerate and feedback. Both stores keep the newest `CHAT_HISTORY_MAX_TURNS / 2` exchanges.
 Appending a message is one transaction (an INSERT, then a SELECT and a DELETE for the cap) in SQL,
 one script on Redis, so concurrent requests of one session (double-click, two tabs) never lose a
-turn, whereas flask-session writes the whole session back at the end of each request. Replies of
+turn, whereas a session is written back whole at the end of each request. Replies of
 one session are generated one at a time under its lock (`webapp/reply_locks.py`).
 """
 
@@ -20,6 +20,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .database import Base, database, utcnow
+from .sessions import SqlSessionStore
 from .store_errors import STORE_ERRORS
 
 
@@ -138,10 +139,8 @@ class SqlChatHistory:
 
     def delete_expired(self):
         """Delete expired sessions and the turns of every session that no longer exists."""
-        interface = current_app.session_interface
-        sessions = interface.sql_session_model
-        database().execute(sa.delete(sessions).where(sessions.expiry <= utcnow()))
-        live = sa.select(sa.func.substr(sessions.session_id, len(interface.key_prefix) + 1))
+        SqlSessionStore.delete_expired()
+        live = SqlSessionStore.live_ids()
         deleted = database().execute(sa.delete(ChatTurn).where(ChatTurn.sid.not_in(live))).rowcount
         database().commit()
         return deleted

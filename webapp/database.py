@@ -16,7 +16,7 @@ from .store_errors import STORE_ERRORS, StoreUnusable
 
 
 class Base(DeclarativeBase):
-    """The tables of hxstate's own stores (flask-session declares its table itself)."""
+    """The tables of hxstate's stores."""
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -46,8 +46,7 @@ def _refuse_when_unwritable(path):
 
 
 def init_app(app):
-    """Give the app a database of its own (flask-session declares its table on the SQLAlchemy
-    instance it is given, so apps cannot share one) with hxstate's tables; return it."""
+    """Give the app a database of its own with hxstate's tables; return it."""
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault(
         "SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'hxstate.sqlite3'}")
@@ -90,5 +89,5 @@ def database():
 
 
 def utcnow():
-    """The current time as the database keeps it: naive UTC, as flask-session stores expiry times."""
+    """The current time as the database keeps it: naive UTC, as session expiry times are stored."""
     return datetime.now(timezone.utc).replace(tzinfo=None)

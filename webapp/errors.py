@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 
 from .limits import seconds_until_allowed
 from .rendering import render, wants_fragment
-from .session_outages import session_unavailable
+from .sessions import session_unavailable
 from .store_errors import STORE_DOWN, STORE_ERRORS
 
 MESSAGES = {

@@ -1,7 +1,8 @@
 """Rate limits (Flask-Limiter) on the endpoints that change state.
 
 A page decorates each post with `@limited("<CONFIG_KEY>")`. That config value, a Flask-Limiter
-limit such as "20/minute", counts per browser session, so that people behind one address (an
+limit such as "20/minute", counts per browser (by its CSRF token, which it has before it has a
+stored session), so that people behind one address (an
 office, a school, a carrier's NAT) do not use up each other's allowance. On top of it,
 `ADDRESS_RATE_LIMIT` counts every limited post of one address together, and is looser: a client
 that drops its cookies gets a new session each time, and is held back by its address instead.
@@ -10,13 +11,14 @@ every worker and machine counts together; otherwise in this process's memory, wh
 the one worker the embedded configuration allows (`webapp/stores.py`).
 """
 
+import hashlib
 import time
 
 from flask import current_app, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from .session_outages import session_unavailable
+from .sessions import CSRF_KEY, session_unavailable
 
 # A store that fails while the limiter counts (or writes its headers, after the view) is logged and
 # skipped: the view then meets the same failure and answers it with the 503 page, with its headers.
@@ -25,10 +27,12 @@ _per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIM
 
 
 def session_key():
-    """The key a browser is counted under: its session, or its address if it has none to read."""
-    if session_unavailable() or not session.sid:
+    """The key a browser is counted under: its CSRF token (the same before and after its session is
+    stored, and never shown: hashed), or its address if it has none to read."""
+    token = None if session_unavailable() else session.get(CSRF_KEY)
+    if not token:
         return f"address:{get_remote_address()}"
-    return f"session:{session.sid}"
+    return "browser:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def limited(config_key):

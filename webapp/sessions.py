@@ -1,107 +1,272 @@
-"""Server-side sessions: flask-session on an embedded SQLite database in the instance folder,
-or on Redis when `REDIS_URL` is set (with expiry by Redis itself).
+"""Server-side sessions that cost nothing until they hold state: read on first use, stored only once
+they hold more than a CSRF token, and written only when they changed (or their expiry is due).
 
-The session itself holds only small values (the CSRF token). Chat turns are kept beside it, keyed
-by the session id, in `webapp/chat_history.py`, so that two requests of one session never
-overwrite each other's changes (flask-session writes the whole session back at the end of a
-request that changed it).
+A browser that only reads pages stores nothing: its CSRF token lives in a signed cookie
+(`CSRF_COOKIE`), and Flask-WTF finds it in the session as usual. The first value that is state
+(a last score, a chat keyed by the session id) moves the session to the store, in the instance
+database or in Redis (`webapp/stores.py` chooses), under a new random id in an HttpOnly cookie.
+A request that never touches `session` (a 304 poll, `/scores.json`, a static file) never reads
+the store. An unchanged session is written back, to push its expiry forward, once
+`SESSION_REFRESH_AFTER` of its lifetime has passed since its last write.
 
-In the database, a session is read with one SELECT and written with one UPDATE (`SqlSessions`), and
-a request that changed nothing writes nothing until `SESSION_REFRESH_AFTER` of the session's
-lifetime has passed since it was last written: a session in use never expires, yet a page that
-polls every few seconds does not rewrite its row every few seconds.
+If the store cannot be reached, only the requests that use the session fail, with a 503
+(`readable_session`); the others go on.
+
+hxstate keeps its own `SessionInterface` rather than flask-session's: flask-session reads the store
+before every request and stores every session that holds only a CSRF token, and changing that needs
+its private methods. The stored format is the one flask-session wrote (the same table and keys,
+JSON), so sessions stored before carry on; anything that is not JSON is refused, never unpickled.
 """
 
+import json
+import secrets
+from datetime import timedelta
+
 import sqlalchemy as sa
-from flask_session import Session
-from flask_session.sqlalchemy import SqlAlchemySessionInterface
+from flask import abort, session
+from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeSerializer
 
-from .database import utcnow
+from .database import Base, database, utcnow
+from .store_errors import STORE_DOWN, STORE_ERRORS
 
-
-def sql_sessions(app, db):
-    """flask-session on the embedded database `db` (`webapp/stores.py` chooses)."""
-    interface = SqlSessions(
-        app, client=db, permanent=app.config["SESSION_PERMANENT"],
-        serialization_format=app.config["SESSION_SERIALIZATION_FORMAT"],
-        refresh_after=app.config["SESSION_REFRESH_AFTER"])
-    # flask-session adds its own cleanup command, which would leave chat turns behind: hxstate's
-    # `cleanup-sessions` (webapp/chat_history.py) deletes both.
-    app.cli.commands.pop("session_cleanup", None)
-    return interface
+CSRF_KEY = "csrf_token"  # where Flask-WTF keeps its raw token in the session
+CSRF_COOKIE = "csrf"
+KEY_PREFIX = "session:"  # flask-session's, so that sessions it stored are found
 
 
-def redis_sessions(app, client, prefix):
-    """flask-session on Redis, which expires sessions by itself (`webapp/stores.py` chooses)."""
-    app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client, SESSION_KEY_PREFIX=prefix + "session:")
-    Session(app)
-    return app.session_interface
+class Session(SessionMixin):
+    """One request's session, read from its store the first time it is used."""
+
+    permanent = True  # every session lasts PERMANENT_SESSION_LIFETIME
+
+    def __init__(self, load):
+        self._load = load
+        self._data = None
+        self.sid = self.stored_expiry = None
+        self.unavailable = self.modified = False
+
+    @property
+    def loaded(self):
+        """Whether this request has used its session."""
+        return self._data is not None
+
+    def _values(self):
+        if self._data is None:
+            self.sid, self._data, self.stored_expiry, self.unavailable = self._load()
+        return self._data
+
+    def __getitem__(self, key):
+        return self._values()[key]
+
+    def __setitem__(self, key, value):
+        self._values()[key] = value
+        self.modified = True
+
+    def __delitem__(self, key):
+        del self._values()[key]
+        self.modified = True
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __len__(self):
+        return len(self._values())
+
+    def keep(self):
+        """Give the session an id now, and have it stored: a store keyed by the id is about to use it."""
+        self._values()
+        if self.sid is None:
+            self.sid = secrets.token_urlsafe(32)
+            self.modified = True
+
+    def holds_state(self):
+        """Whether the session holds anything but its CSRF token, and so belongs in the store."""
+        return bool(set(self._values()) - {CSRF_KEY})
 
 
-class SqlSessions(SqlAlchemySessionInterface):
-    """flask-session's table, read and written with one Core statement each, written only when needed.
+class Sessions(SessionInterface):
+    """Flask's session interface over a session store (`SqlSessionStore` or `RedisSessionStore`)."""
 
-    flask-session's own SQLAlchemy interface reads the row through the ORM at the start of every
-    request and, with `SESSION_REFRESH_EACH_REQUEST` (Flask's default), selects and updates it
-    again at the end of every request, changed or not: most of what a score submit cost.
-
-    Both statements run on the request's own SQLAlchemy session, as flask-session's do, so that a
-    request never holds two pooled connections at once (a pool full of requests each waiting for a
-    second one would deadlock), and each ends its transaction at once, so that a request waiting
-    for a lock or for the model holds no connection.
-    """
-
-    def __init__(self, app, *, refresh_after, **options):
-        """Rewrite an unchanged session once `refresh_after` (a fraction) of its lifetime has passed."""
-        super().__init__(app, **options)
+    def __init__(self, store, refresh_after):
+        self.store = store
         self.refresh_after = refresh_after
-        table = self.sql_session_model.__table__
-        self._read = sa.select(table.c.data, table.c.expiry).where(
-            table.c.session_id == sa.bindparam("store_id"), table.c.expiry > sa.bindparam("now"))
-        self._update = table.update().where(table.c.session_id == sa.bindparam("store_id")).values(
-            data=sa.bindparam("data"), expiry=sa.bindparam("expiry"))
-        self._insert = table.insert().values(
-            session_id=sa.bindparam("store_id"), data=sa.bindparam("data"), expiry=sa.bindparam("expiry"))
 
     def open_session(self, app, request):
-        """The session the cookie names if it is stored and unexpired, else a new empty one."""
         sid = request.cookies.get(self.get_cookie_name(app))
-        row = None
+        signed_token = request.cookies.get(CSRF_COOKIE)
+        return Session(lambda: self._read(app, sid, signed_token))
+
+    def _read(self, app, sid, signed_token):
+        """(sid, values, stored expiry, unavailable) of the session the cookies name."""
         if sid:
-            database = self.client.session
             try:
-                row = database.connection().execute(
-                    self._read, {"store_id": self._get_store_id(sid), "now": utcnow()}).first()
-            except Exception:
-                database.rollback()
-                raise
-            database.commit()
-        if row is None:  # an expired row stays until the cleanup deletes it
-            return self.session_class(sid=self._generate_sid(self.sid_length), permanent=self.permanent)
-        session = self.session_class(self.serializer.decode(row.data), sid=sid)
-        session.stored_expiry = row.expiry
-        return session
-
-    def should_set_storage(self, app, session):
-        """Write a changed session, or an unchanged one whose expiry is due to be pushed forward."""
-        if session.modified:
-            return True
-        stored_expiry = getattr(session, "stored_expiry", None)
-        if not app.config["SESSION_REFRESH_EACH_REQUEST"] or stored_expiry is None:
-            return False
-        lifetime = app.permanent_session_lifetime
-        return stored_expiry - utcnow() < lifetime * (1 - self.refresh_after)
-
-    def _upsert_session(self, session_lifetime, session, store_id):
-        """Store the session with a fresh expiry: one UPDATE, or an INSERT the first time."""
-        database = self.client.session
-        values = {"store_id": store_id, "data": self.serializer.encode(session),
-                  "expiry": utcnow() + session_lifetime}
+                found = self.store.load(sid)
+            except STORE_ERRORS:
+                app.logger.exception("session store unreachable")
+                return None, {}, None, True
+            if found is not None:
+                return sid, found[0], found[1], False
         try:
-            if database.connection().execute(self._update, values).rowcount == 0:
-                database.connection().execute(self._insert, values)
-            database.commit()
-        except Exception:
-            database.rollback()
+            token = URLSafeSerializer(app.secret_key, salt=CSRF_COOKIE).loads(signed_token or "")
+        except BadSignature:
+            return None, {}, None, False
+        return None, {CSRF_KEY: token}, None, False
+
+    def save_session(self, app, session, response):
+        if not session.loaded:
+            return
+        response.vary.add("Cookie")  # what this response shows may depend on the browser's session
+        if session.unavailable:
+            return
+        lifetime = app.permanent_session_lifetime
+        if session.stored_expiry is None:  # not in the store (yet)
+            if session.sid is None and not session.holds_state():
+                if session.modified and CSRF_KEY in session:
+                    self._set_csrf_cookie(app, response, session[CSRF_KEY])
+                return
+            session.sid = session.sid or secrets.token_urlsafe(32)
+            response.delete_cookie(  # the session holds the token from now on
+                CSRF_COOKIE, path=self.get_cookie_path(app), httponly=True,
+                secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
+        elif not session.modified and not self._due(session, lifetime):
+            return
+        try:
+            self.store.save(session.sid, dict(session), lifetime)
+        except STORE_ERRORS:
+            session.unavailable = True  # not tried again for the 503 this gets (webapp/errors.py)
             raise
-        session.stored_expiry = values["expiry"]
+        session.stored_expiry = utcnow() + lifetime
+        response.set_cookie(
+            self.get_cookie_name(app), session.sid, expires=session.stored_expiry, httponly=True,
+            domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
+
+    def _due(self, session, lifetime):
+        """Whether an unchanged session's expiry should be pushed forward now."""
+        return session.stored_expiry - utcnow() < lifetime * (1 - self.refresh_after)
+
+    def _set_csrf_cookie(self, app, response, token):
+        """Keep the CSRF token of a browser that has no stored session in a signed cookie."""
+        response.set_cookie(
+            CSRF_COOKIE, URLSafeSerializer(app.secret_key, salt=CSRF_COOKIE).dumps(token),
+            max_age=app.permanent_session_lifetime, httponly=True, path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
+
+
+def _decode(data):
+    """A stored session's values: JSON only (never pickle, whoever could write to the store)."""
+    values = json.loads(data)
+    if not isinstance(values, dict):
+        raise ValueError("a stored session is not a JSON object")
+    return values
+
+
+class StoredSession(Base):
+    """A session in the embedded database: the table flask-session created, with its columns."""
+
+    __tablename__ = "sessions"
+    id = sa.Column(sa.Integer, primary_key=True)
+    session_id = sa.Column(sa.String(255), unique=True)
+    data = sa.Column(sa.LargeBinary)
+    expiry = sa.Column(sa.DateTime)
+
+
+class SqlSessionStore:
+    """Sessions in the embedded database: one SELECT to read, one UPDATE (or INSERT) to write.
+
+    Both run on the request's own SQLAlchemy session, so that a request never holds two pooled
+    connections at once (a pool full of requests each waiting for a second one would deadlock), and
+    each ends its transaction at once, so that a request waiting for a lock or for the model holds
+    no connection.
+    """
+
+    table = StoredSession.__table__
+
+    def load(self, sid):
+        """(values, expiry) of the unexpired session `sid`, or None."""
+        t = self.table
+        db = database()
+        try:
+            row = db.connection().execute(sa.select(t.c.data, t.c.expiry).where(
+                t.c.session_id == KEY_PREFIX + sid, t.c.expiry > utcnow())).first()
+            db.commit()
+        except Exception:
+            db.rollback()
+            raise
+        if row is None:  # an expired row stays until the cleanup deletes it
+            return None
+        try:
+            return _decode(row.data), row.expiry
+        except ValueError:
+            return None
+
+    def save(self, sid, values, lifetime):
+        """Store the session with an expiry `lifetime` from now: one UPDATE, or an INSERT the first time."""
+        t = self.table
+        fields = {"data": json.dumps(values).encode(), "expiry": utcnow() + lifetime}
+        db = database()
+        try:
+            connection = db.connection()
+            if connection.execute(t.update().where(t.c.session_id == KEY_PREFIX + sid).values(**fields)).rowcount == 0:
+                connection.execute(t.insert().values(session_id=KEY_PREFIX + sid, **fields))
+            db.commit()
+        except Exception:
+            db.rollback()
+            raise
+
+    @classmethod
+    def live_ids(cls):
+        """The ids of the stored sessions, as a subquery (for the cleanup of what they kept)."""
+        return sa.select(sa.func.substr(cls.table.c.session_id, len(KEY_PREFIX) + 1))
+
+    @classmethod
+    def delete_expired(cls):
+        """Delete the expired sessions (in the caller's transaction)."""
+        database().execute(sa.delete(cls.table).where(cls.table.c.expiry <= utcnow()))
+
+
+class RedisSessionStore:
+    """Sessions in Redis, each a JSON string that Redis expires by itself."""
+
+    def __init__(self, client, prefix):
+        self._client = client
+        self._prefix = prefix + KEY_PREFIX
+
+    def load(self, sid):
+        """(values, expiry) of the session `sid`, or None."""
+        with self._client.pipeline() as pipe:
+            data, ttl = pipe.get(self._prefix + sid).pttl(self._prefix + sid).execute()
+        if data is None or ttl < 0:
+            return None
+        try:
+            return _decode(data), utcnow() + timedelta(milliseconds=ttl)
+        except ValueError:
+            return None
+
+    def save(self, sid, values, lifetime):
+        """Store the session with an expiry `lifetime` from now."""
+        self._client.set(self._prefix + sid, json.dumps(values), px=int(lifetime.total_seconds() * 1000))
+
+
+def session_unavailable():
+    """Whether this request's session could not be read from its store."""
+    current = session._get_current_object()
+    if isinstance(current, Session):
+        current._values()
+        return current.unavailable
+    return False
+
+
+def readable_session():
+    """This request's session, or a 503 saying its store cannot be reached."""
+    if session_unavailable():
+        abort(503, STORE_DOWN)
+    return session
+
+
+def init_app(app, store):
+    """Serve the app's sessions from `store` (`webapp/stores.py` chooses it)."""
+    app.session_interface = Sessions(store, app.config["SESSION_REFRESH_AFTER"])
+    return app.session_interface
+

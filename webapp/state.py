@@ -4,7 +4,7 @@
     total = GlobalState("words.total", default=0)       # one value for every visitor
 
 Declare them at module level in a page module; read and change them inside a request.
-`SessionState` lives in the browser's server-side session (flask-session): keep values small and
+`SessionState` lives in the browser's server-side session (`webapp/sessions.py`): keep values small and
 JSON-serialisable; two overlapping requests of one browser that both set it keep the last write.
 `GlobalState` lives in the instance database or, with `REDIS_URL`, in Redis (`webapp/stores.py`
 chooses), so it survives restarts and is shared by every worker; change it with `update`, which
@@ -18,14 +18,19 @@ import sqlalchemy as sa
 from flask import current_app
 
 from .database import Base, database
-from .session_outages import readable_session
+from .sessions import readable_session
 
 
 def browser_id():
     """The id of this browser's session, for stores keyed by it; the session is then kept."""
     session = readable_session()
-    session.setdefault("started", True)  # flask-session never stores an empty session
+    session.keep()
     return session.sid
+
+
+def known_browser_id():
+    """The id of this browser's session if it is kept, else None: reading stores nothing."""
+    return readable_session().sid
 
 
 class SessionState:

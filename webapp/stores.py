@@ -11,7 +11,7 @@ and machines. Each store has one interface and its two implementations side by s
 | global values | `get`, `update` | `state.SqlStateStore` | `state.RedisStateStore` |
 | chat history | `exchanges`, `add_user_turn`, `add_reply`, ... | `chat_history.SqlChatHistory` | `chat_history.RedisChatHistory` |
 | reply locks | `acquire`, `hold` | `reply_locks.ProcessLocks` | `reply_locks.RedisLocks` |
-| sessions | Flask's `SessionInterface` | `sessions.SqlSessions` | flask-session's Redis interface |
+| sessions | `load`, `save` (under `sessions.Sessions`) | `sessions.SqlSessionStore` | `sessions.RedisSessionStore` |
 | rate limits | a storage URI of the `limits` package | `memory://` | the Redis URL |
 """
 
@@ -22,7 +22,6 @@ from flask import current_app
 
 from . import chat_history, database, reply_locks, score_board, sessions, state
 from .redis_connection import connect
-from .session_outages import OutageTolerantSessions
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,7 @@ class Stores:
     values: Any
     history: Any
     locks: Any
+    sessions: Any
     limits_uri: str
     # Whether several worker processes may share these stores (the embedded locks and rate-limit
     # counts are in the process).
@@ -41,14 +41,14 @@ class Stores:
 
 def _embedded(app):
     config = app.config
-    db = database.init_app(app)
-    app.session_interface = sessions.sql_sessions(app, db)
+    database.init_app(app)
     app.before_request(chat_history.maybe_delete_expired)
     return Stores(
         board=score_board.SqlScoreBoard(config["SCORE_BOARD_SIZE"]),
         values=state.SqlStateStore(),
         history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"]),
         locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
+        sessions=sessions.SqlSessionStore(),
         limits_uri="memory://",
         shared_between_processes=False)
 
@@ -57,13 +57,13 @@ def _redis(app, url):
     config = app.config
     client = connect(url)
     prefix = config["REDIS_KEY_PREFIX"]
-    app.session_interface = sessions.redis_sessions(app, client, prefix)
     return Stores(
         board=score_board.RedisScoreBoard(client, prefix, config["SCORE_BOARD_SIZE"]),
         values=state.RedisStateStore(client, prefix),
         history=chat_history.RedisChatHistory(client, prefix, config["CHAT_HISTORY_MAX_TURNS"],
                                               int(app.permanent_session_lifetime.total_seconds())),
         locks=reply_locks.RedisLocks(client, prefix, config["CHAT_LOCK_TIMEOUT"], config["CHAT_LOCK_WAIT"]),
+        sessions=sessions.RedisSessionStore(client, prefix),
         limits_uri=url,
         shared_between_processes=True)
 
@@ -71,8 +71,8 @@ def _redis(app, url):
 def init_app(app):
     """Create the app's stores once, on Redis when the config names one, else embedded."""
     url = app.config["REDIS_URL"]
-    app.extensions["stores"] = _redis(app, url) if url else _embedded(app)
-    app.session_interface = OutageTolerantSessions(app.session_interface)
+    stores = app.extensions["stores"] = _redis(app, url) if url else _embedded(app)
+    sessions.init_app(app, stores.sessions)
     app.cli.add_command(chat_history.cleanup_sessions_command)
 
 

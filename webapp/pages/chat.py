@@ -12,7 +12,7 @@ from ..generation import Job, current_scheduler
 from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
 from ..reply_locks import current_locks
-from ..state import SessionState, browser_id
+from ..state import SessionState, browser_id, known_browser_id
 
 bp = Blueprint("chat", __name__)
 bp.add_app_template_filter(render_markdown, "markdown")
@@ -28,7 +28,8 @@ STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any go
 def _render(fragment, status=200, **context):
     """Render the chat page, or one of its fragments for htmx."""
     if "exchanges" not in context:
-        context["exchanges"] = current_history().exchanges(browser_id())
+        sid = known_browser_id()
+        context["exchanges"] = current_history().exchanges(sid) if sid else []
     context.setdefault("model_about", getattr(current_model(), "about", None))
     context.setdefault("starters", STARTERS)
     return render("chat/page.html", fragment, status, **context)
