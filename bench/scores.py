@@ -100,6 +100,17 @@ class Browser:
         self.keep_cookies(response)
         assert response.status == 200, response.status
 
+    def chat(self, message):
+        """Send a chat message as a plain form does: the answer comes once the reply is written, so
+        the model is loaded by then (a lone worker loads it in the background as it starts)."""
+        self.conn.request("POST", "/chat", body=f"message={message}", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
+            "X-CSRFToken": self.token, "Origin": self.origin})
+        response = self.conn.getresponse()
+        response.read()
+        self.keep_cookies(response)
+        assert response.status == 303, response.status
+
     def get(self, path, headers=None):
         """A GET with this browser's cookies; return the response, read."""
         self.conn.request("GET", path, headers={"Cookie": self.cookie, **(headers or {})})
@@ -263,7 +274,9 @@ def main():
             stack.callback(server.wait)
             stack.callback(server.terminate)
             servers[name] = (server, port, Browser)
-        for server, port, client in servers.values():  # warm up: first requests, lazy imports
+        for server, port, client in servers.values():  # warm up: the model, first requests, lazy imports
+            if client is Browser:
+                client(port).chat("hello")
             run(port, 8, 1, ROWS["submit (POST /scores)"], client)
         print(f"gunicorn: 1 worker x {threads} threads; {os.cpu_count()} CPUs; {args.seconds:g} s per row; "
               "the clients run on the same CPUs\n")

@@ -81,8 +81,9 @@ def test_an_expired_session_is_not_used(app):
 
 
 def test_a_request_needs_one_database_connection_at_a_time(make_app):
-    # A request whose view left a transaction open (an expired ORM object reloaded, say) still
-    # saves its session: a pool of one connection is enough, so a full pool cannot deadlock.
+    # Every store ends its transaction before it returns (an expired ORM object read afterwards
+    # would open another), so a request holds one connection at a time, even while it saves its
+    # session: a pool of one connection is enough, and a full pool cannot deadlock.
     app = make_app(CHAT_MODEL=ScriptedModel("hi"), SQLALCHEMY_ENGINE_OPTIONS={
         "pool_size": 1, "max_overflow": 0, "pool_timeout": 2})
     client = new_client(app)

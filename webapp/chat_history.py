@@ -86,6 +86,7 @@ class SqlChatHistory:
         row = ChatTurn(sid=sid, role="user", text=text, created=utcnow())
         database().add(row)
         database().flush()
+        turn = Turn(row.id, "user", text)  # read before the commit expires the row, or reading it opens a transaction
         keep_users = max(1, self.max_turns // 2)
         oldest_kept = database().execute(
             sa.select(ChatTurn.id).where(ChatTurn.sid == sid, ChatTurn.role == "user")
@@ -96,7 +97,7 @@ class SqlChatHistory:
                 sa.or_(sa.and_(ChatTurn.role == "user", ChatTurn.id < oldest_kept),
                        sa.and_(ChatTurn.role == "bot", ChatTurn.reply_to < oldest_kept))))
         database().commit()
-        return Turn(row.id, "user", text)
+        return turn
 
     def add_reply(self, sid, user_turn_id, text, note=None):
         """Store the bot's reply to a user turn that is still in the history."""

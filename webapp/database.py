@@ -3,6 +3,8 @@ global values, unless `REDIS_URL` moves them to Redis."""
 
 import os
 import sqlite3
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +31,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def _refuse_when_unwritable(path):
-    """A check, run before each connection and each statement, that fails them while the database
+    """A check, run before each connection, each statement and each hot-path transaction, that fails them while the database
     cannot be written (a full or read-only disk, `chattr +i`), as an error a request can answer.
 
     Without it, WAL's -shm file, which SQLite maps into memory and writes even to read, would kill
@@ -37,12 +39,59 @@ def _refuse_when_unwritable(path):
     opened read-only, and stay so in the pool after the disk is writable again. (A rollback journal
     has no map, but syncs twice per commit: half the score submits a second.)
     """
-    paths = [path.parent, path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    paths = [str(p) for p in (path.parent, path, path.with_name(path.name + "-wal"),
+                               path.with_name(path.name + "-shm"))]
 
     def check(*_):
-        if not all(os.access(p, os.W_OK) for p in paths if p.exists()):
+        # One access() each while they exist, as they do in WAL mode: this runs before every statement.
+        if not all(os.access(p, os.W_OK) or not os.path.lexists(p) for p in paths):
             raise sqlite3.OperationalError(f"cannot write to the database {path} or to its folder")
     return check
+
+
+class Database:
+    """The embedded database: SQLAlchemy's engine, and the pooled DBAPI connections of its hot paths.
+
+    Sessions, the board and the global values run a request's few statements as plain SQL on a
+    connection from SQLAlchemy's pool: SQLAlchemy's execution layer costs several times what SQLite
+    takes to run them (`bench/scores.py`), and a score submit runs a dozen. Writers of this process
+    queue on a lock before they take SQLite's write lock, since SQLite's own wait for a busy lock
+    sleeps for up to 100 ms at a time, and that is what held a submit's p99 near a second.
+    """
+
+    def __init__(self, engine, check=None):
+        self.engine = engine
+        self._check = check
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def read(self):
+        """A DBAPI connection from the pool for statements that only read."""
+        if self._check:
+            self._check()
+        connection = self.engine.raw_connection()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    @contextmanager
+    def write(self):
+        """A DBAPI connection in a transaction that holds SQLite's write lock from its start, and
+        commits when the block ends (or rolls back if it raises)."""
+        with self._write_lock, self.read() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+
+def timestamp(moment):
+    """A naive UTC datetime as SQLAlchemy's DateTime stores it in SQLite (they compare as text)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def init_app(app):
@@ -54,12 +103,15 @@ def init_app(app):
     db.init_app(app)
     with app.app_context():
         engine = db.engine
-        if engine.dialect.name == "sqlite":
-            if engine.url.database not in (None, "", ":memory:"):
-                check = _refuse_when_unwritable(Path(engine.url.database))
-                event.listen(engine, "connect", check)
-                event.listen(engine, "before_cursor_execute", check)
-            event.listen(engine, "connect", _sqlite_pragmas)
+        if engine.dialect.name != "sqlite":
+            raise StoreUnusable(f"hxstate's embedded stores need SQLite, not {engine.dialect.name}: "
+                                "set HXSTATE_SQLALCHEMY_DATABASE_URI to a sqlite:/// file, or set HXSTATE_REDIS_URL.")
+        check = None
+        if engine.url.database not in (None, "", ":memory:"):
+            check = _refuse_when_unwritable(Path(engine.url.database))
+            event.listen(engine, "connect", check)
+            event.listen(engine, "before_cursor_execute", check)
+        event.listen(engine, "connect", _sqlite_pragmas)
         try:
             create_tables(engine)
         except STORE_ERRORS as error:
@@ -67,7 +119,7 @@ def init_app(app):
                 f"hxstate cannot write to its database {engine.url.database or engine.url} ({getattr(error, 'orig', error)}): "
                 "make the instance folder and its files writable by this user, or set "
                 "HXSTATE_REDIS_URL.") from None
-    return db
+    return Database(engine, check)
 
 
 def create_tables(engine):

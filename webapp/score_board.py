@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from .database import Base, database
+from .database import Base
 
 
 @dataclass(frozen=True)
@@ -49,46 +49,38 @@ class SqlScoreBoard:
     """The top scores and a submission count in the instance database: durable, and shared by
     every process that opens it."""
 
-    def __init__(self, size=3):
+    _COUNT = "UPDATE board_count SET count = count + 1"
+    _FIRST = "INSERT INTO board_count (id, count) VALUES (1, 1)"
+    _ADD = "INSERT INTO board_scores (value) VALUES (?)"
+    _TRIM = ("DELETE FROM board_scores WHERE id NOT IN "
+             "(SELECT id FROM board_scores ORDER BY value DESC, id LIMIT ?)")
+    # One statement, so that the scores and the count are read from the same moment.
+    _READ = ("SELECT board_count.count, board_scores.value FROM board_count "
+             "LEFT OUTER JOIN board_scores ON 1 ORDER BY board_scores.value DESC, board_scores.id LIMIT ?")
+
+    def __init__(self, db, size=3):
         self.size = size
-        scores, counts = BoardScore.__table__, BoardCount.__table__
-        top = sa.select(scores.c.id).order_by(scores.c.value.desc(), scores.c.id).limit(size)
-        self._count = counts.update().values(count=counts.c.count + 1)
-        self._first = counts.insert().values(id=1, count=1)
-        self._add = scores.insert()
-        self._trim = scores.delete().where(scores.c.id.not_in(top.scalar_subquery()))
-        # One statement, so that the scores and the count are read from the same moment.
-        self._read = (sa.select(counts.c.count, scores.c.value).select_from(counts)
-                      .outerjoin(scores, sa.true())
-                      .order_by(scores.c.value.desc(), scores.c.id).limit(size))
+        self._db = db
 
     def submit(self, value):
-        """Count a score and keep it if it belongs among the top ones, in one transaction (its
-        first statement takes SQLite's write lock, so concurrent submits queue, never interleave);
-        return the board as this submit left it."""
-        db = database()
-        try:
-            if db.execute(self._count).rowcount == 0:
-                db.execute(self._first)
-            db.execute(self._add.values(value=value))
-            db.execute(self._trim)
-            board = self._board(db)
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
-        return board
+        """Count a score and keep it if it belongs among the top ones, in one transaction that holds
+        SQLite's write lock from its start (so concurrent submits queue, never interleave); return
+        the board as this submit left it."""
+        with self._db.write() as connection:
+            if connection.execute(self._COUNT).rowcount == 0:
+                connection.execute(self._FIRST)
+            connection.execute(self._ADD, (value,))
+            connection.execute(self._TRIM, (self.size,))
+            return self._board(connection)
 
     def snapshot(self):
         """Return the board as one consistent Board."""
-        db = database()
-        board = self._board(db)
-        db.commit()
-        return board
+        with self._db.read() as connection:
+            return self._board(connection)
 
-    def _board(self, db):
-        rows = db.execute(self._read).all()
-        return Board(tuple(value for _, value in rows if value is not None), rows[0].count if rows else 0)
+    def _board(self, connection):
+        rows = connection.execute(self._READ, (self.size,)).fetchall()
+        return Board(tuple(value for _, value in rows if value is not None), rows[0][0] if rows else 0)
 
 
 class RedisScoreBoard:

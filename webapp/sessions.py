@@ -20,14 +20,14 @@ JSON), so sessions stored before carry on; anything that is not JSON is refused,
 
 import json
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import abort, session
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .database import Base, database, utcnow
+from .database import Base, database, timestamp, utcnow
 from .store_errors import STORE_DOWN, STORE_ERRORS
 
 CSRF_KEY = "csrf_token"  # where Flask-WTF keeps its raw token in the session
@@ -173,47 +173,32 @@ class StoredSession(Base):
 
 
 class SqlSessionStore:
-    """Sessions in the embedded database: one SELECT to read, one UPDATE (or INSERT) to write.
-
-    Both run on the request's own SQLAlchemy session, so that a request never holds two pooled
-    connections at once (a pool full of requests each waiting for a second one would deadlock), and
-    each ends its transaction at once, so that a request waiting for a lock or for the model holds
-    no connection.
-    """
+    """Sessions in the embedded database: one SELECT to read, one UPDATE (or INSERT) to write."""
 
     table = StoredSession.__table__
 
+    def __init__(self, db):
+        self._db = db
+
     def load(self, sid):
         """(values, expiry) of the unexpired session `sid`, or None."""
-        t = self.table
-        db = database()
-        try:
-            row = db.connection().execute(sa.select(t.c.data, t.c.expiry).where(
-                t.c.session_id == KEY_PREFIX + sid, t.c.expiry > utcnow())).first()
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+        with self._db.read() as connection:
+            row = connection.execute("SELECT data, expiry FROM sessions WHERE session_id = ? AND expiry > ?",
+                                     (KEY_PREFIX + sid, timestamp(utcnow()))).fetchone()
         if row is None:  # an expired row stays until the cleanup deletes it
             return None
         try:
-            return _decode(row.data), row.expiry
+            return _decode(row[0]), datetime.fromisoformat(row[1])
         except ValueError:
             return None
 
     def save(self, sid, values, lifetime):
         """Store the session with an expiry `lifetime` from now: one UPDATE, or an INSERT the first time."""
-        t = self.table
-        fields = {"data": json.dumps(values).encode(), "expiry": utcnow() + lifetime}
-        db = database()
-        try:
-            connection = db.connection()
-            if connection.execute(t.update().where(t.c.session_id == KEY_PREFIX + sid).values(**fields)).rowcount == 0:
-                connection.execute(t.insert().values(session_id=KEY_PREFIX + sid, **fields))
-            db.commit()
-        except Exception:
-            db.rollback()
-            raise
+        fields = (json.dumps(values).encode(), timestamp(utcnow() + lifetime), KEY_PREFIX + sid)
+        with self._db.write() as connection:
+            if connection.execute("UPDATE sessions SET data = ?, expiry = ? WHERE session_id = ?",
+                                  fields).rowcount == 0:
+                connection.execute("INSERT INTO sessions (data, expiry, session_id) VALUES (?, ?, ?)", fields)
 
     @classmethod
     def live_ids(cls):

@@ -17,7 +17,7 @@ import json
 import sqlalchemy as sa
 from flask import current_app
 
-from .database import Base, database
+from .database import Base
 from .sessions import readable_session
 
 
@@ -81,29 +81,21 @@ class GlobalValue(Base):
 class SqlStateStore:
     """Global values as JSON in the instance database: durable, and shared by every process."""
 
-    _table = GlobalValue.__table__
+    def __init__(self, db):
+        self._db = db
 
     def get(self, name, default):
-        db = database()
-        stored = db.execute(sa.select(self._table.c.value).where(self._table.c.name == name)).scalar()
-        db.commit()
-        return json.loads(stored) if stored is not None else copy.deepcopy(default)
+        with self._db.read() as connection:
+            row = connection.execute("SELECT value FROM global_values WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row is not None else copy.deepcopy(default)
 
     def update(self, name, default, change):
-        table, db = self._table, database()
-        try:
-            # A write comes first, matching a row or not, so that this transaction holds SQLite's
-            # write lock before it reads: two updates can then never read the same value.
-            db.execute(table.update().where(table.c.name == name).values(name=table.c.name))
-            stored = db.execute(sa.select(table.c.value).where(table.c.name == name)).scalar()
-            value = change(json.loads(stored) if stored is not None else copy.deepcopy(default))
-            statement = (table.insert().values(name=name) if stored is None
-                         else table.update().where(table.c.name == name))
-            db.execute(statement.values(value=json.dumps(value)))
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
+        # The transaction holds SQLite's write lock before it reads: two updates never read the same value.
+        with self._db.write() as connection:
+            row = connection.execute("SELECT value FROM global_values WHERE name = ?", (name,)).fetchone()
+            value = change(json.loads(row[0]) if row is not None else copy.deepcopy(default))
+            connection.execute("INSERT INTO global_values (name, value) VALUES (?, ?) "
+                               "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, json.dumps(value)))
         return copy.deepcopy(value)
 
 

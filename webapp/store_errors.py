@@ -5,10 +5,14 @@ requests that need that store get a 503 with `STORE_DOWN` (see `webapp/errors.py
 nothing, while the others go on.
 """
 
+import sqlite3
+
 import redis
 import sqlalchemy.exc
 
-STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+# sqlite3's own error too: the hot paths of the embedded stores use the DBAPI connection directly.
+STORE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError,
+                sqlite3.OperationalError)
 
 STORE_DOWN = ("A store this page needs cannot be reached right now. Nothing you had stored is lost: "
               "try again in a moment.")

@@ -41,14 +41,14 @@ class Stores:
 
 def _embedded(app):
     config = app.config
-    database.init_app(app)
+    db = database.init_app(app)
     app.before_request(chat_history.maybe_delete_expired)
     return Stores(
-        board=score_board.SqlScoreBoard(config["SCORE_BOARD_SIZE"]),
-        values=state.SqlStateStore(),
+        board=score_board.SqlScoreBoard(db, config["SCORE_BOARD_SIZE"]),
+        values=state.SqlStateStore(db),
         history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"]),
         locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
-        sessions=sessions.SqlSessionStore(),
+        sessions=sessions.SqlSessionStore(db),
         limits_uri="memory://",
         shared_between_processes=False)
 
