@@ -16,7 +16,6 @@ exact. Goals (issue 6): turn <= 1.01 x raw generate; first token <= prefill + on
 import argparse
 import http.client
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -71,14 +70,10 @@ def raw_limits(model_dir, tokens, repeats):
 def chat_turn(port):
     """One turn of a new conversation, as htmx does it: (first token, whole turn) in seconds."""
     browser = Browser(port)
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": browser.cookie,
-               "X-CSRFToken": browser.token, "HX-Request": "true", "HX-Request-Type": "partial"}
     started = time.perf_counter()
-    browser.conn.request("POST", "/chat", body="message=" + MESSAGE.replace(" ", "+"), headers=headers)
-    sent = browser.conn.getresponse().read().decode()
-    turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
+    turn = browser.send(MESSAGE)
     browser.conn.request("POST", f"/chat/replies/{turn}",
-                         headers={**headers, "Accept": "text/html, text/event-stream"})
+                         headers=browser.headers(Accept="text/html, text/event-stream"))
     response = browser.conn.getresponse()
     assert response.status == 200, response.status
     first = None

@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
@@ -154,6 +153,7 @@ def reply_text(body, streamed=False):
         body = "\n".join(line[5:].removeprefix(" ") for line in (events[-1] if events else "").splitlines()
                          if line.startswith("data:"))
     body = re.sub(r'<em class="note">.*?</em>', "", body, flags=re.S)  # "(cut off: ...)" is no text
+    body = re.sub(r'<div class="reply-actions">.*', "", body, flags=re.S)  # Copy, Like, ... are no text
     text = html.unescape(re.sub(r"<[^>]*>", "", body))
     return " ".join(text.replace("Bot:", "", 1).split())
 
@@ -163,18 +163,11 @@ class HxstateChatter(Browser):
 
     def turn(self, message):
         """Send one message and read its reply; return turn seconds, first-token seconds, reply."""
-        headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
-                   "X-CSRFToken": self.token, "Origin": self.origin, "HX-Request": "true",
-                   "HX-Request-Type": "partial"}
         started = time.perf_counter()
-        self.conn.request("POST", "/chat", body=urllib.parse.urlencode({"message": message}),
-                          headers=headers)
-        response = self.conn.getresponse()
-        sent = response.read().decode()
-        assert response.status == 200, (response.status, sent)
-        reply_url = re.search(r'"(/chat/replies/\d+)"', sent).group(1)  # the pending reply's hx-post
+        turn = self.send(message)
         # htmx's event-stream extension asks for a stream; a server that does not stream ignores it.
-        self.conn.request("POST", reply_url, headers={**headers, "Accept": "text/event-stream, text/html"})
+        self.conn.request("POST", f"/chat/replies/{turn}",
+                          headers=self.headers(Accept="text/event-stream, text/html"))
         response = self.conn.getresponse()
         streamed = "text/event-stream" in (response.getheader("Content-Type") or "")
         body, first = read_timed(response, started,
@@ -185,7 +178,7 @@ class HxstateChatter(Browser):
 
 
 class GradioBrowser:
-    """A browser on the Gradio demos: one session hash, events through the queue, one connection."""
+    """A browser on the Gradio demos: one session hash, events as its page sends them, one connection."""
 
     def __init__(self, port):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -195,18 +188,34 @@ class GradioBrowser:
         config = json.loads(response.read())
         self.events = {}  # function name -> (fn_index, trigger_id), as the page sends them
         for dependency in config["dependencies"]:
-            if dependency.get("api_name") in ("track_score", "respond"):
-                self.events[dependency["api_name"]] = (dependency["id"], dependency["targets"][0][0])
+            if dependency.get("api_name") in ("track_score", "user", "bot"):
+                targets = dependency["targets"]
+                self.events[dependency["api_name"]] = (dependency["id"], targets[0][0] if targets else None)
+        # `.then(bot)` is sent with the trigger of the event it follows: the message box's submit.
+        self.events["bot"] = (self.events["bot"][0], self.events["user"][1])
         self.history = []
 
-    def call(self, name, data, has_text=lambda body: False):
-        """Join the queue with `data` and read the event stream until the event completes; return
-        the output data and the seconds to the first chunk after which `has_text` holds."""
+    def _body(self, name, data):
         fn_index, trigger_id = self.events[name]
-        started = time.perf_counter()
+        return json.dumps({"data": data, "event_data": None, "fn_index": fn_index,
+                           "trigger_id": trigger_id, "session_hash": self.session_hash})
+
+    def run(self, name, data):
+        """Call an event that skips the queue (`queue=False`), as the page does; return its output."""
+        self.conn.request("POST", "/gradio_api/run/predict", headers={"Content-Type": "application/json"},
+                          body=self._body(name, data))
+        response = self.conn.getresponse()
+        body = response.read()
+        assert response.status == 200, (response.status, body)
+        return json.loads(body)["data"]
+
+    def call(self, name, data, has_text=lambda body: False, started=None):
+        """Join the queue with `data` and read the event stream until the event completes; return
+        the output data and the seconds from `started` (or now) to the first chunk after which
+        `has_text` holds."""
+        started = started or time.perf_counter()
         self.conn.request("POST", "/gradio_api/queue/join", headers={"Content-Type": "application/json"},
-                          body=json.dumps({"data": data, "event_data": None, "fn_index": fn_index,
-                                           "trigger_id": trigger_id, "session_hash": self.session_hash}))
+                          body=self._body(name, data))
         response = self.conn.getresponse()
         joined = response.read()
         assert response.status == 200, (response.status, joined)
@@ -225,13 +234,18 @@ class GradioBrowser:
         self.call("track_score", [value])
 
     def turn(self, message):
-        """Send one chat message with the history the page holds; return as HxstateChatter.turn."""
+        """Send one chat message as the page does (`user` without the queue, then `bot` streaming
+        through it); return as HxstateChatter.turn, the first token being the first streamed piece."""
         started = time.perf_counter()
-        (_, self.history), first = self.call(
-            "respond", [message, self.history],
-            lambda body: b'"process_generating"' in body or b'"process_completed"' in body)
-        reply = "".join(part.get("text", "") for part in self.history[-1]["content"])
-        return time.perf_counter() - started, first, reply
+        _, self.history = self.run("user", [message, self.history])
+        [self.history], first = self.call(
+            "bot", [self.history],
+            lambda body: b'"process_generating"' in body or b'"process_completed"' in body, started)
+        reply = self.history[-1]["content"]
+        if not isinstance(reply, str):
+            reply = "".join(part.get("text", "") for part in reply)
+        took = time.perf_counter() - started
+        return took, took if first is None else first, reply
 
 
 class LimitClient:
@@ -388,24 +402,32 @@ def measure_running(args, servers, cold):
     raw.run(1, 2)
 
     scores = {(name, n): [] for name in clients for n in CONCURRENCY}
-    client_cpu = {name: [] for name in clients}  # share of one core this process used, 32 clients
+    # The share of one core this process (the benchmark's clients) used during each row.
+    client_cpu = {}
     chats = {(name, n): [] for name in [*chatters, "limit"] for n in CHATTERS}
+
+    def timed(row, action):
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = action()
+        client_cpu.setdefault(row, []).append((time.process_time() - cpu) / (time.perf_counter() - wall))
+        return result
+
     order = list(clients)
     for round_ in range(args.rounds):
         order = order[1:] + order[:1]  # a different one goes first each round
         for n in CONCURRENCY:
             for name in order:
                 port, client = clients[name]
-                cpu, wall = time.process_time(), time.perf_counter()
-                scores[name, n].append(run(port, n, args.seconds, submit, client=client))
-                if n == max(CONCURRENCY):
-                    client_cpu[name].append((time.process_time() - cpu) / (time.perf_counter() - wall))
+                scores[name, n].append(timed((f"score submits, {n} client{'s' * (n > 1)}", name),
+                                             lambda: run(port, n, args.seconds, submit, client=client)))
         for n in CHATTERS:
             for name in order:
                 if name == "limit":
                     limit = raw.run(n, args.turns)
                 else:
-                    chats[name, n].append(chat_run(chatters[name], n, args.turns, raw.count_tokens))
+                    chats[name, n].append(timed(
+                        (f"chat, {n} chatter{'s' * (n > 1)}", name),
+                        lambda: chat_run(chatters[name], n, args.turns, raw.count_tokens)))
             # The limit is timed a second time after the servers' rows, and each call's faster time
             # kept, so that a burst of other work on the machine does not pass for the model's speed.
             again = raw.run(n, args.turns)
@@ -462,6 +484,19 @@ def table(rows):
     for what, hx, gr, limit, decimals in rows:
         lines.append(f"| {what} | {cell(hx, decimals)} | {cell(gr, decimals)} | {cell(limit, decimals)} "
                      f"| {cell(hx / gr, 2)} | {cell(hx / limit if limit else None, 2)} |")
+    return "\n".join(lines)
+
+
+def client_table(client_cpu):
+    """The share of one core the benchmark's own clients used in each row, median over rounds (they
+    run on the same cores as the servers: what they take, the servers lack)."""
+    rows = list(dict.fromkeys(row for row, _ in client_cpu))
+    lines = ["| benchmark clients' CPU, % of one core | hxstate | Gradio | limit |",
+             "| --- | ---: | ---: | ---: |"]
+    for row in rows:
+        cells = [f"{statistics.median(client_cpu[row, name]):.0%}" if (row, name) in client_cpu else ""
+                 for name in ("hxstate", "Gradio", "limit")]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -526,9 +561,8 @@ def main():
     report = "\n\n".join([
         table(rows),
         goals(rows, tokens),
-        same_work(chats) + "; the benchmark's clients used " + ", ".join(
-            f"{statistics.median(cpu):.0%} ({name})" for name, cpu in client_cpu.items())
-        + " of one core during the 32-client score rows.",
+        same_work(chats) + ".",
+        client_table(client_cpu),
     ])
     print(report)
     header = [

@@ -1,10 +1,11 @@
 """The two demos of Gradio's State guide, served by Gradio for `bench/compare_gradio.py`.
 
 Global state: the guide's score tracker, a `gr.Interface` over a module-level list. Session state:
-the guide's chatbot, a `gr.Blocks` with a `gr.Chatbot`, a `gr.Textbox` and a clear button, whose
-`respond(message, chat_history)` asks the model hxstate ships, with the prompt and the generation
-settings of hxstate's defaults (DialoGPT turns joined by the eos token, greedy decoding), so that both
-servers do the same work. Both demos run in one Gradio app, as hxstate serves both pages from one
+the guide's chatbot as its streaming example wires it, a `gr.Blocks` with a `gr.Chatbot`, a
+`gr.Textbox` and a clear button: `msg.submit(user, ..., queue=False).then(bot, ...)`, where `bot` is
+a generator that streams the reply of the model hxstate ships, with the prompt and the generation
+settings of hxstate's defaults (DialoGPT turns joined by the eos token, greedy decoding), so that
+both servers do the same work and both stream. Both demos run in one Gradio app, as hxstate serves both pages from one
 process. Runs in `.venv-bench` (requirements-bench.txt); the app never needs Gradio.
 
     .venv-bench/bin/python bench/gradio_demos.py --port 7860 [--model models/hxstate-chat]
@@ -47,19 +48,6 @@ def prompt_ids(tokenizer, context_size, texts):
     return kept
 
 
-def generate(tokenizer, model, texts):
-    """The ids the model generates after the conversation `texts` (oldest turn first)."""
-    import torch
-
-    ids = prompt_ids(tokenizer, model.config.n_positions, texts)
-    input_ids = torch.tensor([ids])
-    with torch.inference_mode():
-        output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                                pad_token_id=tokenizer.eos_token_id,
-                                eos_token_id=tokenizer.eos_token_id, **GENERATION)
-    return output[0, len(ids):].tolist()
-
-
 # The guide's global-state example, as written there: a module-level list every visitor shares.
 scores = []
 
@@ -77,8 +65,33 @@ def score_demo():
     return gr.Interface(track_score, gr.Number(label="Score"), gr.JSON(label="Top Scores"))
 
 
+def stream(tokenizer, model, texts):
+    """The reply to the conversation `texts`, piece by piece as the model writes it (transformers'
+    TextIteratorStreamer, with `generate` in a thread, as the guide's streaming chatbots do)."""
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    ids = prompt_ids(tokenizer, model.config.n_positions, texts)
+    input_ids = torch.tensor([ids])
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+    def run():
+        with torch.inference_mode():
+            model.generate(input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                           pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           **GENERATION)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    yield from streamer
+    thread.join()
+
+
 def chat_demo(model_folder):
-    """The guide's session-state chatbot, answering with the model instead of a random phrase."""
+    """The guide's session-state chatbot wired as its streaming example: `user` adds the message
+    without the queue, then `bot`, a generator, streams the model's reply into the history."""
     import gradio as gr
 
     tokenizer, model = load(model_folder)
@@ -89,18 +102,25 @@ def chat_demo(model_folder):
             return content
         return "".join(part.get("text", "") for part in content)
 
-    def respond(message, chat_history):
-        texts = [text_of(turn) for turn in chat_history] + [message]
-        reply = tokenizer.decode(generate(tokenizer, model, texts), skip_special_tokens=True).strip()
-        chat_history.append({"role": "user", "content": message})
-        chat_history.append({"role": "assistant", "content": reply})
-        return "", chat_history
+    def user(user_message, history):
+        return "", history + [{"role": "user", "content": user_message}]
+
+    def bot(history):
+        texts = [text_of(turn) for turn in history]
+        history.append({"role": "assistant", "content": ""})
+        for piece in stream(tokenizer, model, texts):
+            if piece:
+                history[-1]["content"] += piece
+                yield history
+        history[-1]["content"] = history[-1]["content"].strip()  # as hxstate stores a reply
+        yield history
 
     with gr.Blocks() as demo:
         chatbot = gr.Chatbot()
         msg = gr.Textbox()
-        gr.ClearButton([msg, chatbot])
-        msg.submit(respond, [msg, chatbot], [msg, chatbot])
+        clear = gr.Button("Clear")
+        msg.submit(user, [msg, chatbot], [msg, chatbot], queue=False).then(bot, chatbot, chatbot)
+        clear.click(lambda: None, None, chatbot, queue=False)
     return demo
 
 

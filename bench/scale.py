@@ -45,13 +45,8 @@ def tree_pss_mib(master):
 def chat_turn(port):
     """One chat turn (message and reply) on a fresh connection, so that any worker may take it."""
     browser = Browser(port)
-    body = "message=hello+there"
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": browser.cookie,
-               "X-CSRFToken": browser.token, "HX-Request": "true", "HX-Request-Type": "partial"}
-    browser.conn.request("POST", "/chat", body=body, headers=headers)
-    sent = browser.conn.getresponse().read().decode()
-    turn = re.search(r'id="exchange-(\d+)"', sent).group(1)
-    browser.conn.request("POST", f"/chat/replies/{turn}", headers=headers)
+    turn = browser.send("hello there")
+    browser.conn.request("POST", f"/chat/replies/{turn}", headers=browser.headers())
     response = browser.conn.getresponse()
     response.read()
     assert response.status == 200, response.status

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -90,15 +91,28 @@ class Browser:
             else:
                 self.jar.pop(name, None)
 
+    def headers(self, **extra):
+        """What htmx sends with a post from this browser."""
+        return {"Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
+                "X-CSRFToken": self.token, "Origin": self.origin, "HX-Request": "true",
+                "HX-Request-Type": "partial", **extra}
+
     def submit(self, value):
-        self.conn.request("POST", "/scores", body=f"score={value}", headers={
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie,
-            "X-CSRFToken": self.token, "Origin": self.origin, "HX-Request": "true",
-            "HX-Request-Type": "partial"})
+        self.conn.request("POST", "/scores", body=f"score={value}", headers=self.headers())
         response = self.conn.getresponse()
         response.read()
         self.keep_cookies(response)
         assert response.status == 200, response.status
+
+    def send(self, message):
+        """Post a chat message as htmx does; return the id of the turn whose reply it then asks for."""
+        self.conn.request("POST", "/chat", body=urllib.parse.urlencode({"message": message}),
+                          headers=self.headers())
+        response = self.conn.getresponse()
+        sent = response.read().decode()
+        assert response.status == 200, (response.status, sent)
+        self.keep_cookies(response)  # the first message gives the browser its session
+        return re.search(r'id="exchange-(\d+)"', sent).group(1)
 
     def chat(self, message):
         """Send a chat message as a plain form does: the answer comes once the reply is written, so

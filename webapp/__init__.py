@@ -45,9 +45,6 @@ def create_app(test_config=None):
         # A chat tab left open for hours must still post: the token lives as long as the session.
         WTF_CSRF_TIME_LIMIT=None,
         HTMX_VERSION=HTMX_VERSION,
-        # As many pooled database connections as gunicorn has threads (HXSTATE_THREADS, 32), and
-        # more opened when needed: a request never waits for one.
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 32, "max_overflow": -1},
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
         PROXY_FIX_HOPS=0,

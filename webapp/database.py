@@ -99,6 +99,10 @@ def init_app(app):
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.setdefault(
         "SQLALCHEMY_DATABASE_URI", f"sqlite:///{Path(app.instance_path) / 'hxstate.sqlite3'}")
+    if sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database not in (None, "", ":memory:"):
+        # As many pooled connections to a database file as gunicorn has threads (HXSTATE_THREADS,
+        # 32), and more opened when needed: a request never waits for one.
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 32, "max_overflow": -1})
     db = SQLAlchemy()
     db.init_app(app)
     with app.app_context():

@@ -21,11 +21,13 @@ JSON), so sessions stored before carry on; anything that is not JSON is refused,
 import json
 import secrets
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import sqlalchemy as sa
-from flask import abort, session
+from flask import abort, current_app, g, session
 from flask.sessions import SessionInterface, SessionMixin
-from itsdangerous import BadSignature, URLSafeSerializer
+from flask_wtf.csrf import generate_csrf
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 
 from .database import Base, database, timestamp, utcnow
 from .store_errors import STORE_DOWN, STORE_ERRORS
@@ -250,8 +252,29 @@ def readable_session():
     return session
 
 
+@lru_cache(maxsize=4096)
+def _signed_csrf(secret_key, token):
+    """A session's CSRF token signed as Flask-WTF signs it."""
+    return URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token").dumps(token)
+
+
+def csrf_token():
+    """Flask-WTF's CSRF token for forms, signed once per session rather than once per request.
+
+    Flask-WTF signs the token with the time, to refuse old ones; tokens that never expire
+    (`WTF_CSRF_TIME_LIMIT` None, the default) can be signed once and the signature reused.
+    """
+    config = current_app.config
+    if (CSRF_KEY not in g and config["WTF_CSRF_TIME_LIMIT"] is None and "WTF_CSRF_SECRET_KEY" not in config
+            and CSRF_KEY in session):
+        setattr(g, CSRF_KEY, _signed_csrf(current_app.secret_key, session[CSRF_KEY]))
+    return generate_csrf()
+
+
 def init_app(app, store):
-    """Serve the app's sessions from `store` (`webapp/stores.py` chooses it)."""
+    """Serve the app's sessions from `store` (`webapp/stores.py` chooses it), and give templates the
+    CSRF token signed once per session."""
     app.session_interface = Sessions(store, app.config["SESSION_REFRESH_AFTER"])
+    app.jinja_env.globals["csrf_token"] = csrf_token
     return app.session_interface
 
