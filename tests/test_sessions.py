@@ -1,13 +1,16 @@
 """Sessions: stored only once they hold state, read only by the requests that use them, written when
 they change and pushed forward now and then while in use, in the embedded database and in Redis."""
 
+import time
 from datetime import timedelta
 
+import itsdangerous
 import pytest
 import redis
 import sqlalchemy as sa
 
-from conftest import HTMX, ScriptedModel, conversation, new_client, sessions_table, set_expiry, turn_id
+from conftest import (HTMX, ScriptedModel, conversation, csrf_token, new_client, sessions_table, set_expiry,
+                      turn_id)
 from html_tree import parse, text_of
 from webapp.database import Base, utcnow
 
@@ -174,3 +177,18 @@ def test_redis_sessions_are_written_only_when_they_change_or_are_due(make_app, r
         assert client.post("/scores", data={"score": "6"}, headers=HTMX).headers["Set-Cookie"]
         assert store.get(key) != data
         assert store.pttl(key) > (lifetime - timedelta(minutes=1)).total_seconds() * 1000
+
+
+def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, monkeypatch):
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    first = csrf_token(client.get("/scores").get_data(as_text=True))
+    # An hour later Flask-WTF would sign the same token anew, with the new time.
+    later = time.time() + 3600
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: int(later))
+    assert csrf_token(client.get("/scores").get_data(as_text=True)) == first
+    assert client.post("/scores", data={"score": "6"}, headers={**HTMX, "X-CSRFToken": first}).status_code == 200
+    forged = first[:-2] + ("AA" if not first.endswith("AA") else "BB")
+    assert client.post("/scores", data={"score": "7"}, headers={**HTMX, "X-CSRFToken": forged}).status_code == 400
+    stranger = new_client(app)  # another browser's token is its own
+    assert csrf_token(stranger.get("/scores").get_data(as_text=True)) != first

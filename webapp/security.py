@@ -28,8 +28,8 @@ HEADERS = {
 
 def _add_headers(response):
     """Put the security headers on every response, pages, fragments, errors and files alike."""
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
+    headers = response.headers
+    headers.extend((name, value) for name, value in HEADERS.items() if name not in headers)
     return response
 
 

@@ -95,12 +95,12 @@ class Sessions(SessionInterface):
         self.refresh_after = refresh_after
 
     def open_session(self, app, request):
+        return Session(lambda: self._read(app, request))  # the cookies too are read on first use
+
+    def _read(self, app, request):
+        """(sid, values, stored expiry, unavailable) of the session the request's cookies name."""
         sid = request.cookies.get(self.get_cookie_name(app))
         signed_token = request.cookies.get(CSRF_COOKIE)
-        return Session(lambda: self._read(app, sid, signed_token))
-
-    def _read(self, app, sid, signed_token):
-        """(sid, values, stored expiry, unavailable) of the session the cookies name."""
         if sid:
             try:
                 found = self.store.load(sid)
@@ -276,5 +276,6 @@ def init_app(app, store):
     CSRF token signed once per session."""
     app.session_interface = Sessions(store, app.config["SESSION_REFRESH_AFTER"])
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.context_processor(lambda: {"csrf_token": csrf_token})  # after Flask-WTF's, which it replaces
     return app.session_interface
 
