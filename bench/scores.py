@@ -6,11 +6,11 @@ them with keep-alive HTTP clients in threads, the way browsers post the htmx for
 several concurrencies; at the highest, a board poll that re-renders (200), one answered from its ETag
 (304) and `/scores.json`, each beside a bare GET of the bare handler's board. Each row gives req/s,
 p50 and p99, the server's CPU ms per request (which the machine's noise disturbs less than rates)
-and the share of a core the benchmark's clients used. With `--code REV`, the app's code at that git
-revision runs too (in a temporary worktree, on this tree's `.venv`), row by row, so that a change is
+and the share of a core the benchmark's clients used. With `--code REV ...`, the app's code at those git
+revisions runs too (in a temporary worktree, on this tree's `.venv`), row by row, so that a change is
 judged in one run. Ends with the goals of a submit and a poll against the bare handler.
 
-    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads N] [--code REV]
+    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads N] [--code REV ...]
 """
 
 import argparse
@@ -269,13 +269,14 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=None,
                         help="gunicorn threads (default: the checked-in config's)")
-    parser.add_argument("--code", help="a git revision whose app code to measure beside this tree's")
+    parser.add_argument("--code", nargs="+", default=[], metavar="REV",
+                        help="git revisions whose app code to measure beside this tree's")
     args = parser.parse_args()
     threads = args.threads or config_threads()
     with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
         roots = {"this tree": ROOT}
-        if args.code:
-            roots[f"code at {args.code}"] = stack.enter_context(worktree(args.code, Path(folder)))
+        for revision in args.code:
+            roots[f"code at {revision}"] = stack.enter_context(worktree(revision, Path(folder)))
         port = free_port()
         bare = start_bare(port, threads)
         stack.callback(bare.wait)

@@ -55,3 +55,24 @@ def test_a_model_that_cannot_load_fails_each_reply_and_keeps_the_message(make_ap
     assert failed.status_code == 500 and "could not answer" in failed.get_data(as_text=True)
     assert "could not load the chat model" in caplog.text and str(missing) in caplog.text
     assert log(client) == [("You", "are you there?")]
+
+
+def test_a_served_model_is_kept_out_of_garbage_collections(tmp_path, tiny_model_dir):
+    # In a process of its own: what it freezes stays frozen for the process's life.
+    check = textwrap.dedent(f"""
+        import gc, runpy
+        from webapp import create_app
+        from webapp.background_model import start_loading
+
+        config = runpy.run_path("gunicorn.conf.py")
+        app = create_app({{"TESTING": True, "SECRET_KEY": "test", "CHAT_MODEL": "{tiny_model_dir}",
+                          "SQLALCHEMY_DATABASE_URI": "sqlite:///{tmp_path / 'db.sqlite3'}"}})
+        assert gc.get_freeze_count() == 0
+        start_loading(app, 1, then=config["keep_out_of_collections"])  # as a lone gunicorn worker
+        app.extensions["chat_model"].get()
+        print(gc.get_freeze_count())
+    """)
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": ""}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 100_000  # torch's and transformers' objects among them

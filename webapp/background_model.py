@@ -45,16 +45,18 @@ class BackgroundModel:
 
             torch.set_num_threads(count)
 
-    def start(self):
-        """Load the model in a background thread, unless this process already has or loads it."""
+    def start(self, then=None):
+        """Load the model in a background thread, unless this process already has or loads it;
+        call `then()` there once it has loaded."""
         with self._starting:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self.load, name="model-loading", daemon=True).start()
+        threading.Thread(target=self.load, args=(then,), name="model-loading", daemon=True).start()
 
-    def load(self):
-        """Load the model here and now, unless it is loaded already; a failure is kept for `get`."""
+    def load(self, then=None):
+        """Load the model here and now, unless it is loaded already, then call `then()`; a failure is
+        kept for `get`."""
         with self._starting:
             self._started = True
         with self._loading:
@@ -68,6 +70,8 @@ class BackgroundModel:
                 if self.threads:
                     torch.set_num_threads(self.threads)
                 self._model = ChatModel(self.source, **self.settings)
+                if then is not None:
+                    then()
             except Exception as error:  # noqa: BLE001 - every reply reports it, the log says it once
                 self.logger.exception("could not load the chat model %r", self.source)
                 self._error = error
@@ -124,12 +128,13 @@ def preload(app):
         model.get()
 
 
-def start_loading(app, threads):
-    """Start loading the app's chat model in this process, with `threads` torch threads."""
+def start_loading(app, threads, then=None):
+    """Start loading the app's chat model in this process, with `threads` torch threads; call
+    `then()` once it has loaded."""
     model = app.extensions["chat_model"]
     if isinstance(model, BackgroundModel):
         model.use_threads(threads)
-        model.start()
+        model.start(then)
 
 
 def init_app(app):
