@@ -43,7 +43,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio_demos  # noqa: E402
 from scale import pss_kib, tree_pids  # noqa: E402
-from scores import ROOT, Browser, free_port, run, start_server  # noqa: E402
+from scores import (ROOT, BareClient, Browser, free_port, measured, run, start_bare,  # noqa: E402
+                    start_server)
 
 BENCH = ROOT / "bench"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -118,14 +119,10 @@ def start_gradio(folder, model):
 
 
 def start_limit(folder, model):
-    """The bare Flask handler under gunicorn workers set up as hxstate's (not its config file)."""
+    """The bare Flask handler under a gunicorn worker set up as hxstate's (bench/scores.py)."""
     started = time.monotonic()
     port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "-k", GUNICORN["worker_class"], "-w",
-         str(GUNICORN["workers"]), "--threads", str(GUNICORN["threads"]), "-b", f"127.0.0.1:{port}",
-         "bare_flask:create_app()"],
-        cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_bare(port, GUNICORN["threads"])
     return Server("bare Flask", process, port, wait_for_page(port, "/scores", started, process))
 
 
@@ -246,20 +243,6 @@ class GradioBrowser:
             reply = "".join(part.get("text", "") for part in reply)
         took = time.perf_counter() - started
         return took, took if first is None else first, reply
-
-
-class LimitClient:
-    """A keep-alive client of the bare Flask handler: the same form post, nothing else."""
-
-    def __init__(self, port):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def submit(self, value):
-        self.conn.request("POST", "/scores", body=f"score={value}",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
-        response = self.conn.getresponse()
-        response.read()
-        assert response.status == 200, response.status
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -391,7 +374,7 @@ def measure_running(args, servers, cold):
     """The score and chat rounds on running servers, and their memory at the end."""
     hx, gr, limit = servers["hxstate"], servers["Gradio"], servers["limit"]
     clients = {"hxstate": (hx.port, Browser), "Gradio": (gr.port, GradioBrowser),
-               "limit": (limit.port, LimitClient)}
+               "limit": (limit.port, BareClient)}
     submit = lambda client, i: client.submit(i % 1000)  # noqa: E731
     for port, client in clients.values():  # warm up: first requests, lazy imports, caches
         run(port, 8, 1, submit, client=client)
@@ -412,14 +395,26 @@ def measure_running(args, servers, cold):
         client_cpu.setdefault(row, []).append((time.process_time() - cpu) / (time.perf_counter() - wall))
         return result
 
+    # At the highest concurrency, hxstate's board polls beside a bare GET of the bare handler's board.
+    gets = {("hxstate", "poll"): [], ("hxstate", "json"): [], ("limit", "get"): []}
     order = list(clients)
     for round_ in range(args.rounds):
         order = order[1:] + order[:1]  # a different one goes first each round
         for n in CONCURRENCY:
             for name in order:
                 port, client = clients[name]
-                scores[name, n].append(timed((f"score submits, {n} client{'s' * (n > 1)}", name),
-                                             lambda: run(port, n, args.seconds, submit, client=client)))
+                row = timed((f"score submits, {n} client{'s' * (n > 1)}", name), lambda: measured(
+                    servers[name].process, port, n, args.seconds, submit, client))
+                scores[name, n].append((row["rate"], row["p50"], row["p99"], row["server_ms"]))
+        n = max(CONCURRENCY)
+        etag = Browser(hx.port).poll().getheader("ETag")
+        for (name, what), results in gets.items():
+            port, client = clients[name]
+            action = {"poll": lambda b, i: b.poll(etag), "json": lambda b, i: b.get("/scores.json"),
+                      "get": lambda b, i: b.get("/scores")}[what]
+            row = timed((f"board reads ({what}), {n} clients", name), lambda: measured(
+                servers[name].process, port, n, args.seconds, action, client))
+            results.append(row["rate"])
         for n in CHATTERS:
             for name in order:
                 if name == "limit":
@@ -436,19 +431,26 @@ def measure_running(args, servers, cold):
                                       max(limit[2], again[2]), limit[3]))
         print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr)
     memory = {name: server.memory_mib() for name, server in servers.items()}
-    return scores, chats, memory, cold, client_cpu
+    return scores, gets, chats, memory, cold, client_cpu
 
 
 # --- the table ----------------------------------------------------------------------------------
 
-def figures(scores, chats, memory, cold):
+def figures(scores, gets, chats, memory, cold):
     """Rows of (what, hxstate, Gradio, limit, decimals): medians over rounds, per-turn times pooled."""
     rows = []
-    for k, label in ((0, "score submits/s"), (1, "score submit p50 ms"), (2, "score submit p99 ms")):
+    for k, label in ((0, "score submits/s"), (1, "score submit p50 ms"), (2, "score submit p99 ms"),
+                     (3, "server CPU ms per score submit")):
         for n in CONCURRENCY:
             values = [statistics.median(r[k] for r in scores[name, n])
                       for name in ("hxstate", "Gradio", "limit")]
-            rows.append((f"{label}, {n} client{'s' * (n > 1)}", *values, 0 if k == 0 else 1))
+            rows.append((f"{label}, {n} client{'s' * (n > 1)}", *values, {0: 0, 3: 2}.get(k, 1)))
+    n = max(CONCURRENCY)
+    bare_get = statistics.median(gets["limit", "get"])
+    rows.append((f"board poll answered 304 req/s, {n} clients (limit: bare GET)",
+                 statistics.median(gets["hxstate", "poll"]), None, bare_get, 0))
+    rows.append((f"GET /scores.json req/s, {n} clients (limit: bare GET)",
+                 statistics.median(gets["hxstate", "json"]), None, bare_get, 0))
 
     def pooled(name, n, k):
         return [x for r in chats[name, n] for x in r[k]]
@@ -483,7 +485,7 @@ def table(rows):
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for what, hx, gr, limit, decimals in rows:
         lines.append(f"| {what} | {cell(hx, decimals)} | {cell(gr, decimals)} | {cell(limit, decimals)} "
-                     f"| {cell(hx / gr, 2)} | {cell(hx / limit if limit else None, 2)} |")
+                     f"| {cell(hx / gr if gr else None, 2)} | {cell(hx / limit if limit else None, 2)} |")
     return "\n".join(lines)
 
 
@@ -500,20 +502,21 @@ def client_table(client_cpu):
     return "\n".join(lines)
 
 
-def goals(rows, tokens):
-    """The issue's goals, each with the figure reached."""
+def goals(rows):
+    """The goals of the sessions issue, each with the figure reached."""
     value = {what: (hx, gr, limit) for what, hx, gr, limit, _ in rows}
-    hx32, gr32, limit32 = value["score submits/s, 32 clients"]
-    turn_hx, _, turn_raw = value["chat turn p50 ms, 1 chatter"]
-    scaling = tokens["hxstate", 8] / tokens["hxstate", 1]
+    n = max(CONCURRENCY)
+    rate, _, bare_rate = value[f"score submits/s, {n} clients"]
+    cpu, _, bare_cpu = value[f"server CPU ms per score submit, {n} clients"]
+    p99_ms = value[f"score submit p99 ms, {n} clients"][0]
+    poll, _, bare_get = value[f"board poll answered 304 req/s, {n} clients (limit: bare GET)"]
+    json_rate = value[f"GET /scores.json req/s, {n} clients (limit: bare GET)"][0]
     checks = [
-        ("score submits/s at 32 clients >= 20 x Gradio", f"{hx32 / gr32:.1f} x; the bare Flask handler "
-         f"itself does {limit32 / gr32:.1f} x", hx32 >= 20 * gr32),
-        ("score submits/s at 32 clients >= 70 % of bare Flask", f"{hx32 / limit32:.0%}",
-         hx32 >= 0.7 * limit32),
-        ("chat turn (1 chatter, p50) <= 1.01 x raw generate", f"{turn_hx / turn_raw:.2f} x, "
-         f"{turn_hx - turn_raw:.1f} ms beyond generate", turn_hx <= 1.01 * turn_raw),
-        ("8 chatters >= 4 x one chatter's tokens/s", f"{scaling:.2f} x", scaling >= 4),
+        (f"score submit at {n} clients >= 0.5 x bare submits/s, or server CPU per submit <= 2 x bare",
+         f"{rate / bare_rate:.2f} x, CPU {cpu / bare_cpu:.2f} x", rate >= 0.5 * bare_rate or cpu <= 2 * bare_cpu),
+        (f"score submit p99 at {n} clients <= 150 ms", f"{p99_ms:.0f} ms", p99_ms <= 150),
+        ("board poll answered 304 >= 0.8 x a bare GET", f"{poll / bare_get:.2f} x", poll >= 0.8 * bare_get),
+        ("GET /scores.json >= 0.8 x a bare GET", f"{json_rate / bare_get:.2f} x", json_rate >= 0.8 * bare_get),
     ]
     return "\n".join(f"- {goal}: {reached} ({'met' if met else 'missed'})" for goal, reached, met in checks)
 
@@ -554,13 +557,13 @@ def main():
     described = machine()
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
-        scores, chats, memory, cold, client_cpu = measure(args, folder)
-    rows, tokens = figures(scores, chats, memory, cold)
+        scores, gets, chats, memory, cold, client_cpu = measure(args, folder)
+    rows, tokens = figures(scores, gets, chats, memory, cold)
     settings = {name: getattr(args, name) for name in DEFAULTS}
     short = {name: value for name, value in settings.items() if value < DEFAULTS[name]}
     report = "\n\n".join([
         table(rows),
-        goals(rows, tokens),
+        goals(rows),
         same_work(chats) + ".",
         client_table(client_cpu),
     ])

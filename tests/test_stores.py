@@ -2,6 +2,7 @@
 
 import random
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from werkzeug.exceptions import ServiceUnavailable
 
 from conftest import ScriptedModel, chat, in_threads, log, new_client, set_expiry
-from webapp.database import utcnow
+from webapp.database import FifoLock, utcnow
 from webapp.score_board import BoardScore
 
 
@@ -246,4 +247,27 @@ def test_a_held_lock_keeps_others_out_until_another_thread_releases_it(make_stor
     releaser.start()
     releaser.join()
     with app.app_context(), locks.hold("s"):
+        pass
+
+
+def test_the_embedded_write_lock_lets_writers_in_in_the_order_they_came():
+    lock, entered = FifoLock(), []
+
+    def write(k):
+        with lock:
+            entered.append(k)
+
+    with lock:
+        threads = []
+        for k in range(8):
+            threads.append(threading.Thread(target=write, args=(k,)))
+            threads[-1].start()
+            deadline = time.monotonic() + 30
+            while len(lock._waiting) <= k:  # this writer is queued before the next one comes
+                assert time.monotonic() < deadline, "a writer never queued"
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert entered == list(range(8))
+    with lock:  # free again, and taken at once
         pass

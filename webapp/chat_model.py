@@ -14,7 +14,6 @@ safe to call concurrently.
 
 import threading
 import time
-from pathlib import Path
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
