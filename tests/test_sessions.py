@@ -192,3 +192,21 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, monkeypatch
     assert client.post("/scores", data={"score": "7"}, headers={**HTMX, "X-CSRFToken": forged}).status_code == 400
     stranger = new_client(app)  # another browser's token is its own
     assert csrf_token(stranger.get("/scores").get_data(as_text=True)) != first
+
+
+def test_a_cleanup_during_a_new_browsers_first_message_keeps_the_message(make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel("hi"), SESSION_CLEANUP_EVERY=0)
+    history = app.extensions["stores"].history
+    add_user_turn = history.add_user_turn
+
+    def add_then_clean_up(sid, text):  # another request's cleanup, right after the message is stored
+        turn = add_user_turn(sid, text)
+        history.delete_expired()
+        return turn
+
+    history.add_user_turn = add_then_clean_up
+    client = new_client(app)
+    sent = client.post("/chat", data={"message": "hello"}, headers=HTMX)
+    assert sent.status_code == 200
+    assert client.post(f"/chat/replies/{turn_id(sent.get_data(as_text=True))}", headers=HTMX).status_code == 200
+    assert conversation(client.get("/chat").get_data(as_text=True)) == [("You", "hello"), ("Bot", "hi")]

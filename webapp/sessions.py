@@ -42,11 +42,11 @@ class Session(SessionMixin):
 
     permanent = True  # every session lasts PERMANENT_SESSION_LIFETIME
 
-    def __init__(self, load):
-        self._load = load
+    def __init__(self, load, store):
+        self._load, self._store = load, store
         self._data = None
         self.sid = self.stored_expiry = None
-        self.unavailable = self.modified = False
+        self.unavailable = self.modified = self.new = self.written = False
 
     @property
     def loaded(self):
@@ -76,11 +76,12 @@ class Session(SessionMixin):
         return len(self._values())
 
     def keep(self):
-        """Give the session an id now, and have it stored: a store keyed by the id is about to use it."""
+        """Store the session now, under an id of its own, if it is not stored yet: a store keyed by
+        the id is about to use it (stored only at the end of the request, it would not exist yet
+        for a cleanup that deletes what no session owns)."""
         self._values()
         if self.sid is None:
-            self.sid = secrets.token_urlsafe(32)
-            self.modified = True
+            self._store(self)
 
     def holds_state(self):
         """Whether the session holds anything but its CSRF token, and so belongs in the store."""
@@ -95,7 +96,8 @@ class Sessions(SessionInterface):
         self.refresh_after = refresh_after
 
     def open_session(self, app, request):
-        return Session(lambda: self._read(app, request))  # the cookies too are read on first use
+        # The cookies too are read on first use.
+        return Session(lambda: self._read(app, request), lambda session: self._store(app, session))
 
     def _read(self, app, request):
         """(sid, values, stored expiry, unavailable) of the session the request's cookies name."""
@@ -121,28 +123,36 @@ class Sessions(SessionInterface):
         response.vary.add("Cookie")  # what this response shows may depend on the browser's session
         if session.unavailable:
             return
-        lifetime = app.permanent_session_lifetime
-        if session.stored_expiry is None:  # not in the store (yet)
-            if session.sid is None and not session.holds_state():
-                if session.modified and CSRF_KEY in session:
-                    self._set_csrf_cookie(app, response, session[CSRF_KEY])
-                return
-            session.sid = session.sid or secrets.token_urlsafe(32)
-            response.delete_cookie(  # the session holds the token from now on
+        if session.sid is None:  # not in the store
+            if session.holds_state():
+                self._store(app, session)
+            elif session.modified and CSRF_KEY in session:
+                self._set_csrf_cookie(app, response, session[CSRF_KEY])
+        elif session.modified or self._due(session, app.permanent_session_lifetime):
+            self._store(app, session)
+        if not session.written:
+            return
+        if session.new:  # the session holds the CSRF token from now on
+            response.delete_cookie(
                 CSRF_COOKIE, path=self.get_cookie_path(app), httponly=True,
                 secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
-        elif not session.modified and not self._due(session, lifetime):
-            return
+        response.set_cookie(
+            self.get_cookie_name(app), session.sid, expires=session.stored_expiry, httponly=True,
+            domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
+
+    def _store(self, app, session):
+        """Write the session, under a new id if it has none, with its expiry pushed forward."""
+        lifetime = app.permanent_session_lifetime
+        if session.sid is None:
+            session.sid, session.new = secrets.token_urlsafe(32), True
         try:
             self.store.save(session.sid, dict(session), lifetime)
         except STORE_ERRORS:
             session.unavailable = True  # not tried again for the 503 this gets (webapp/errors.py)
             raise
         session.stored_expiry = utcnow() + lifetime
-        response.set_cookie(
-            self.get_cookie_name(app), session.sid, expires=session.stored_expiry, httponly=True,
-            domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
-            secure=self.get_cookie_secure(app), samesite=self.get_cookie_samesite(app))
+        session.modified, session.written = False, True
 
     def _due(self, session, lifetime):
         """Whether an unchanged session's expiry should be pushed forward now."""
