@@ -6,12 +6,16 @@ Flask handler under the same gunicorn worker (bench/bare_flask.py) as the machin
 score submit; for a chat reply the limit is the model's `generate` in this process. Then, round
 after round, alternating between them:
 
-- score submits/s and p50/p99 latency at 1, 8 and 32 concurrent keep-alive clients, each sending
-  what a browser sends: hxstate's htmx POST (session cookie, CSRF header, Origin), Gradio's queue
-  (POST /gradio_api/queue/join, then the event stream of GET /gradio_api/queue/data);
+- score submits/s, p50/p99 latency and the server's CPU per submit at 1, 8 and 32 concurrent
+  keep-alive clients, each sending what a browser sends: hxstate's htmx POST (session cookie, CSRF
+  header, Origin), Gradio's queue (POST /gradio_api/queue/join, then the event stream of GET
+  /gradio_api/queue/data);
+- at 32 clients, hxstate's board polls answered 304 and /scores.json beside a bare GET;
 - chat turns for 1 and 8 concurrent chatters, each with a conversation of its own: turn time
   (message sent -> reply complete), time to first token (-> first body chunk with reply text) and
-  tokens/s, beside raw `generate` on the same prompts (8 chatters: one batch of 8 prompts);
+  tokens/s, beside raw `generate` on the same prompts (8 chatters: one batch of 8 prompts); both
+  servers stream the reply;
+- the share of a core the benchmark's own clients used in every row;
 - server memory after the run, and cold start (process started -> first page answered).
 
     scripts/bench [--seconds 10] [--rounds 3] [--turns 8] [--model models/hxstate-chat]
@@ -97,10 +101,11 @@ class Server:
 
 
 def start_hxstate(folder, model):
-    """hxstate as scripts/serve runs it, on a database of its own."""
+    """hxstate as scripts/serve runs it, on a database of its own, streaming replies as fast as they
+    are written, as Gradio does (by default it shows a fast model's reply at a reading pace)."""
     started = time.monotonic()
     port = free_port()
-    process = start_server(port, CHAT_MODEL=model,
+    process = start_server(port, CHAT_MODEL=model, CHAT_STREAM_PACE=0,
                            SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder}/hxstate.sqlite3")
     return Server("hxstate", process, port, wait_for_page(port, "/scores", started, process))
 
@@ -587,14 +592,18 @@ def main():
 
 NOTES = """\
 How to read it: "limit" is, for score submits, a bare Flask handler doing the submit's work under
-the same gunicorn workers as hxstate, driven by the same client; for chat, the model's
+the same gunicorn workers as hxstate, driven by the same client (for the board reads, a GET of
+its board); for chat, the model's
 `generate` in the benchmark's process on the same prompts, one batch for 8 chatters (time to first
 token: a `generate` of one token), the fastest of four tries, two with torch's thread count and
 two with one thread, two of them after the servers' rows. hxstate runs with its embedded
-defaults (in-memory board, sessions and chats in SQLite) and rate limits off, since every client
-comes from one address. Gradio runs the guide's code with its defaults (its queue runs one event of
-a kind at a time). Score latencies are medians over rounds, chat latencies are over every turn; the
-clients run on the same cores as the servers. What the profiles showed: bench/README.md."""
+defaults (the board, sessions and chats in SQLite), rate limits off, since every client comes
+from one address, and CHAT_STREAM_PACE 0: replies stream as fast as they are written, as Gradio's
+do (by default hxstate shows a fast model's reply at a reading pace of 60 characters a second). Gradio runs the guide's code with its defaults (its queue runs one event of a
+kind at a time; the chatbot streams as the guide's streaming example wires it). Score latencies are
+medians over rounds, chat latencies are over every turn; server CPU is the servers' user and system
+time over a row, per request; the clients run on the same cores as the servers (their share is in
+the second table). What the profiles showed: bench/README.md."""
 
 
 if __name__ == "__main__":

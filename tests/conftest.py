@@ -273,7 +273,8 @@ def free_port():
 @pytest.fixture
 def app_env(tmp_path, tiny_model_dir):
     """Environment for a server process: the tiny model, this test's own database."""
-    return {**os.environ, "HXSTATE_SECRET_KEY": "a3f9c0e1b2d4" * 4, "HXSTATE_CHAT_MODEL": str(tiny_model_dir),
+    return {**os.environ, "HXSTATE_SECRET_KEY": "eb6fbdf19fa576cd21ab47682f3f48e392c5ee8cd8d6314d",
+            "HXSTATE_CHAT_MODEL": str(tiny_model_dir),
             "HXSTATE_RATELIMIT_ENABLED": "false",
             "HXSTATE_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'hxstate.sqlite3'}"}
 

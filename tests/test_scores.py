@@ -14,7 +14,8 @@ from webapp.score_chart import MIN_BAR_WIDTH, Bar, bar_chart
 from webapp.score_values import format_score
 
 BAD_SCORES = ["", "   ", "abc", "nan", "NaN", "inf", "-Infinity", "+inf", "1e999", "-1e999",
-              "1_000", "0x10", "5abc", "1,5", "--1", "1e", "9" * 65]
+              "1_000", "0x10", "5abc", "1,5", "--1", "1e", "9" * 65,
+              "١٢٣", "１２３", "1e٣", "٣.5"]  # digits of other scripts: float() would read them
 
 
 def top(html):

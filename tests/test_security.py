@@ -13,6 +13,7 @@ from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, csrf_
                       type_message, watch_csp)
 from html_tree import parse, text_of
 from webapp.errors import MESSAGES
+from webapp.security import weak_secret_key
 from webapp.score_values import InvalidScore, parse_score
 
 EXPECTED = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
@@ -115,6 +116,10 @@ def test_posts_from_another_origin_are_refused_even_with_a_token(client):
     assert response.status_code == 403 and "other sites" in text_of(response.get_data(as_text=True))
     same = client.post("/scores", data={"score": "1"}, headers={**HTMX, "Origin": "http://localhost"})
     assert same.status_code == 200
+    # The same host under another scheme or port is another origin.
+    for origin in ("https://localhost", "http://localhost:8080", "null"):
+        other = client.post("/scores", data={"score": "2"}, headers={**HTMX, "Origin": origin})
+        assert other.status_code == 403, origin
     assert client.get("/scores.json").get_json()["count"] == 1
 
 
@@ -267,3 +272,16 @@ def test_behind_a_proxy_the_cookie_is_secure_and_the_forwarded_host_is_trusted(m
     assert from_proxy.status_code == 400  # past the origin check, stopped by CSRF
     elsewhere = client.post("/scores", headers={**forwarded, "Origin": "https://elsewhere.example"})
     assert elsewhere.status_code == 403
+
+
+@pytest.mark.parametrize("key", ["dev", "x" * 64, "changeme-changeme-changeme-changeme", "0123456789" * 4,
+                                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaabbbbbbbb"])
+def test_weak_secret_keys_are_refused(key):
+    assert weak_secret_key(key)
+
+
+@pytest.mark.parametrize("key", [  # made by secrets.token_hex(16), token_hex(32) and token_urlsafe(32)
+    "0b5496f7c6b991d2a20262d35ebd3c8f", "bed3735a118ab76ebb07bc8dfc06172fb2810731ff1d987dbb77c8245fc12723",
+    "OoZMBFI5h2rh0kfVLJK3mdfMkSeiWuFN5Nho-WLu71I"])
+def test_random_secret_keys_are_accepted(key):
+    assert not weak_secret_key(key)

@@ -1,6 +1,7 @@
 """Sessions: stored only once they hold state, read only by the requests that use them, written when
 they change and pushed forward now and then while in use, in the embedded database and in Redis."""
 
+import pickle
 import time
 from datetime import timedelta
 
@@ -210,3 +211,36 @@ def test_a_cleanup_during_a_new_browsers_first_message_keeps_the_message(make_ap
     assert sent.status_code == 200
     assert client.post(f"/chat/replies/{turn_id(sent.get_data(as_text=True))}", headers=HTMX).status_code == 200
     assert conversation(client.get("/chat").get_data(as_text=True)) == [("You", "hello"), ("Bot", "hi")]
+
+
+class Touch:
+    """Unpickled, it creates a file: proof that a stored session was unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_a_stored_session_that_is_not_json_is_never_unpickled(make_app, request, tmp_path, backend):
+    # Whoever can write to a shared store must not run code in the app through it.
+    config = request.getfixturevalue("redis_config") if backend == "redis" else {}
+    app = make_app(SESSION_CLEANUP_EVERY=0, **config)
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    sid = client.get_cookie("session").value
+    proof = tmp_path / "unpickled"
+    payload = pickle.dumps({"scores.last": Touch(proof)})
+    if backend == "redis":
+        with redis.Redis.from_url(config["REDIS_URL"]) as store:
+            store.set(config["REDIS_KEY_PREFIX"] + "session:" + sid, payload, ex=3600)
+    else:
+        with app.app_context():
+            engine, table = sessions_table(app)
+            with engine.begin() as connection:
+                connection.execute(table.update().values(data=payload))
+    page = client.get("/scores")
+    assert page.status_code == 200 and "Your last score" not in text_of(page.get_data(as_text=True))
+    assert not proof.exists()

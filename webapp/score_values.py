@@ -3,8 +3,9 @@
 import math
 import re
 
-# Plain decimal notation only: float() alone would also take "nan", "inf", "1_000" and "infinity".
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Plain decimal notation in ASCII digits only: float() alone would also take "nan", "inf", "1_000",
+# "infinity", and the digits of every script ("١٢٣", "１２３").
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MAX_SCORE_CHARS = 64
 
 

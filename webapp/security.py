@@ -1,6 +1,7 @@
 """Safe by default: a strict CSP and other headers on every response, other sites' posts refused."""
 
-from urllib.parse import urlsplit
+import math
+from collections import Counter
 
 from flask import abort, request
 
@@ -34,17 +35,33 @@ def _add_headers(response):
 
 
 def _refuse_other_origins():
-    """Refuse a state-changing request that the browser says another site sent (CSRF in depth)."""
+    """Refuse a state-changing request that the browser says another origin sent (CSRF in depth):
+    another scheme, host or port."""
     origin = request.headers.get("Origin")
     if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None \
-            and urlsplit(origin).netloc != request.host:
+            and origin.rstrip("/").lower() != f"{request.scheme}://{request.host}".lower():
         abort(403, "Requests sent from other sites are refused: use this site's own pages.")
+
+
+def estimated_bits(key):
+    """Shannon's estimate of a key's entropy in bits, from the frequencies of its own characters."""
+    return -sum(n * math.log2(n / len(key)) for n in Counter(key).values())
+
+
+def repeats_itself(key):
+    """Whether the key is a shorter string repeated, as "changeme-changeme-changeme-changeme" is."""
+    return any(key == (key[:k] * (len(key) // k + 1))[:len(key)] for k in range(1, len(key) // 2 + 1))
+
+
+def weak_secret_key(key):
+    """Whether a secret key is too short or too predictable to sign sessions and CSRF tokens."""
+    # 80: 32 random hex digits score 92 to 135; a word or two repeated, far less.
+    return len(key) < 32 or repeats_itself(key) or estimated_bits(key) < 80
 
 
 def check_secret_key(app):
     """Refuse to serve with a SECRET_KEY that is too short or a placeholder to keep sessions safe."""
-    key = str(app.config["SECRET_KEY"])
-    if len(key) < 32 or len(set(key)) < 8:
+    if weak_secret_key(str(app.config["SECRET_KEY"])):
         raise RuntimeError(
             "HXSTATE_SECRET_KEY is too short or too simple to sign sessions and CSRF tokens. Unset "
             "it to use the random key kept in instance/secret_key, or set at least 32 random "
