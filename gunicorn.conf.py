@@ -14,6 +14,10 @@ graceful_timeout = int(os.environ.get("HXSTATE_GRACEFUL_TIMEOUT", "30"))
 # Load the app once in the master, which checks its settings (on_starting) before any worker starts.
 preload_app = True
 accesslog = os.environ.get("HXSTATE_ACCESS_LOG") or None
+# gunicorn's control socket (for gunicornc) defaults to one path per user, which every gunicorn of
+# that user shares, and stopping any of them deletes it: off, unless this deployment names its own.
+control_socket = os.environ.get("HXSTATE_CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("HXSTATE_CONTROL_SOCKET")
 
 
 def on_starting(server):

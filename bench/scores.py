@@ -52,6 +52,11 @@ def start_server(port, threads=None, workers=1, root=ROOT, **settings):
         env["HXSTATE_THREADS"] = str(threads)
     server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "wsgi:app"],
                               cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return listening(server, port, "gunicorn")
+
+
+def listening(server, port, name):
+    """`server` once it accepts connections on `port` (within two minutes), or stop the benchmark."""
     for _ in range(1200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -61,7 +66,7 @@ def start_server(port, threads=None, workers=1, root=ROOT, **settings):
                 break
             time.sleep(0.1)
     server.kill()
-    raise SystemExit("gunicorn did not start")
+    raise SystemExit(f"{name} did not start")
 
 
 class Browser:
@@ -220,16 +225,7 @@ def start_bare(port, threads):
         [str(Path(sys.executable).with_name("gunicorn")), "-k", "gthread", "-w", "1", "--threads",
          str(threads), "-b", f"127.0.0.1:{port}", "bare_flask:create_app()"],
         cwd=ROOT / "bench", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(1200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return server
-        except OSError:
-            if server.poll() is not None:
-                break
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the bare handler did not start")
+    return listening(server, port, "the bare handler")
 
 
 ROWS = {  # what, and the action each client repeats

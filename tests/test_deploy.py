@@ -1,7 +1,9 @@
 """The checked-in gunicorn config serves the app, and refuses what the state stores cannot keep right."""
 
+import http.client
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -28,6 +30,27 @@ def test_a_weak_secret_key_is_refused(app_env):
     output, _ = server.communicate(timeout=60)
     assert server.returncode != 0
     assert "HXSTATE_SECRET_KEY is too short or too simple" in output
+
+
+def test_no_control_socket_is_shared_with_other_gunicorns_unless_one_of_its_own_is_named(app_env, tmp_path,
+                                                                                           monkeypatch):
+    # gunicorn's default is one socket per user ($HOME/.gunicorn/gunicorn.ctl), shared by its servers.
+    monkeypatch.delenv("HXSTATE_CONTROL_SOCKET", raising=False)
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket_disable"] is True
+    own = tmp_path / "deploy" / "hxstate.ctl"
+    own.parent.mkdir()
+    port = free_port()
+    server = gunicorn({**app_env, "HOME": str(tmp_path)}, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="2",
+                      HXSTATE_CONTROL_SOCKET=str(own))
+    try:
+        wait_until_serving(server, port)
+        deadline = time.monotonic() + 60  # gunicorn opens it in a thread of its own once workers run
+        while not own.is_socket():
+            assert time.monotonic() < deadline, "no control socket at the path named"
+            time.sleep(0.05)
+        assert not (tmp_path / ".gunicorn").exists()
+    finally:
+        stop(server)
 
 
 def test_one_worker_serves_the_board(app_env):
@@ -123,3 +146,28 @@ def test_flask_cli_finds_the_app(app_env):
     )
     assert result.returncode == 0, result.stderr
     assert "scores.submit" in result.stdout and "/scores.json" in result.stdout
+
+
+def test_a_chunked_body_past_the_limit_is_refused_whole(app_env, browsers):
+    port = free_port()
+    server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="4")
+    try:
+        wait_until_serving(server, port)
+        browser = browsers(port)
+
+        def post_chunked(body):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            pieces = [body[k:k + 8192].encode() for k in range(0, len(body), 8192)]
+            connection.request("POST", "/words", body=iter(pieces), encode_chunked=True, headers={
+                "Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked",
+                "Cookie": browser.cookie, "X-CSRFToken": browser.token, "HX-Request": "true"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response.status
+
+        assert post_chunked("text=one+two") == 200  # chunked and under the limit: read as usual
+        assert post_chunked("text=one+two+three&pad=" + "x" * 100_000) == 413
+        assert int(parse(browser.request("GET", "/words", htmx=False)).find(id="all-words").text) == 2
+    finally:
+        stop(server)

@@ -144,7 +144,10 @@ def test_too_large_a_request_is_refused(client):
 def test_rate_limit_answers_429_and_keeps_the_board(make_app):
     client = new_client(make_app(RATELIMIT_ENABLED=True, SCORE_RATE_LIMIT="3/minute"))
     for value in range(3):
-        assert client.post("/scores", data={"score": str(value)}, headers=HTMX).status_code == 200
+        allowed = client.post("/scores", data={"score": str(value)}, headers=HTMX)
+        # Headers say only what is true of the response: nothing to retry after an answer.
+        assert allowed.status_code == 200 and "Retry-After" not in allowed.headers
+        assert not any(name.startswith("X-RateLimit") for name in allowed.headers.keys())
     refused = client.post("/scores", data={"score": "99"}, headers=HTMX)
     assert refused.status_code == 429
     assert 0 < int(refused.headers["Retry-After"]) <= 60

@@ -51,9 +51,11 @@ def _csrf_error(error):
 
 
 def _rate_limited(error):
-    """Over a rate limit: say how long to wait."""
-    return render_error(error, "You are sending faster than this demo allows; "
-                               f"try again in {seconds_until_allowed()} s.")
+    """Over a rate limit: say how long to wait, in the page and in Retry-After."""
+    seconds = seconds_until_allowed()
+    response = render_error(error, f"You are sending faster than this demo allows; try again in {seconds} s.")
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _store_error(error):

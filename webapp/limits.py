@@ -55,6 +55,8 @@ def init_app(app):
     # Set, not left to the limiter: it is shared by every app and would keep the last one's setting.
     app.config.setdefault("RATELIMIT_ENABLED", True)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["stores"].limits_uri)
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Flask-Limiter's headers would put Retry-After on every answer of a limited page, and replace
+    # a 503's own: the 429 says when to come back (webapp/errors.py), the others need not.
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
     limiter.init_app(app)
