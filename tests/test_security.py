@@ -2,6 +2,7 @@
 
 import math
 import re
+import unicodedata
 
 import pytest
 from flask import abort
@@ -99,7 +100,11 @@ def test_the_app_answers_any_score_or_message_with_200_or_422(client, text):
     after = client.get("/scores.json").get_json()
     assert after["count"] == before["count"] + (score.status_code == 200)
     message = client.post("/chat", data={"message": text}, headers=HTMX)
-    assert message.status_code == (200 if text.strip() else 422)
+    assert message.status_code in (200, 422)
+    if any(unicodedata.category(c)[0] in "LNPS" for c in text):  # a letter, digit, mark of punctuation...
+        assert message.status_code == 200
+    if not text.strip():
+        assert message.status_code == 422
 
 
 @pytest.mark.parametrize("path", ["/scores", "/chat", "/chat/replies/1", "/chat/clear"])
@@ -288,3 +293,30 @@ def test_weak_secret_keys_are_refused(key):
     "OoZMBFI5h2rh0kfVLJK3mdfMkSeiWuFN5Nho-WLu71I"])
 def test_random_secret_keys_are_accepted(key):
     assert not weak_secret_key(key)
+
+
+@pytest.mark.parametrize("message", ["\x00", "\u200b\u200b", " \u200b\n\u2060 ", "\x00\x01\x1b", "\u0301"])
+def test_a_message_that_shows_nothing_is_refused(client, message):
+    response = client.post("/chat", data={"message": message}, headers=HTMX)
+    assert response.status_code == 422 and "\x00" not in response.get_data(as_text=True)
+    assert conversation(client.get("/chat").get_data(as_text=True)) == []
+    assert client.post("/words", data={"text": message}, headers=HTMX).status_code == 422
+
+
+def test_control_characters_are_dropped_from_what_is_typed(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel("ok")))
+    assert chat(client, "hi\x00 there\x1b!\tok").status_code == 200
+    html = client.get("/chat").get_data(as_text=True)
+    assert "\x00" not in html and "\x1b" not in html
+    assert conversation(html) == [("You", "hi there!\tok"), ("Bot", "ok")]
+
+
+@pytest.mark.parametrize("body", [b"message=caf\xe9", b"message=caf%E9", b"text=caf%E9+au+lait"],
+                         ids=["raw byte", "percent-encoded", "words"])
+def test_a_form_that_is_not_utf8_gets_400_and_stores_nothing(client, body):
+    path = "/words" if body.startswith(b"text") else "/chat"
+    response = client.post(path, data=body, content_type="application/x-www-form-urlencoded", headers=HTMX)
+    assert response.status_code == 400
+    assert "not UTF-8 text" in text_of(response.get_data(as_text=True))
+    assert conversation(client.get("/chat").get_data(as_text=True)) == []
+    assert parse(client.get("/words").get_data(as_text=True)).find(id="all-words").text == "0"

@@ -2,6 +2,7 @@
 
 import math
 from collections import Counter
+from urllib.parse import parse_qsl
 
 from flask import abort, request
 
@@ -55,6 +56,17 @@ def _refuse_cut_bodies():
         request.stream.read(1)  # raises RequestEntityTooLarge if the body went on past the limit
 
 
+def _refuse_undecodable_forms():
+    """A form that is not UTF-8 gets 400: werkzeug would drop the whole form for one raw byte that
+    is not, so the page would say the box was empty, and keep a %E9 that is not as those letters."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        try:
+            parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            abort(400, "What was sent is not UTF-8 text, so it could not be read. Type it again here "
+                       "and send it.")
+
+
 def estimated_bits(key):
     """Shannon's estimate of a key's entropy in bits, from the frequencies of its own characters."""
     return -sum(n * math.log2(n / len(key)) for n in Counter(key).values())
@@ -84,5 +96,6 @@ def check_secret_key(app):
 def init_app(app):
     """Check origins and whole bodies before every request, and add the headers to every response."""
     app.before_request(_refuse_cut_bodies)
+    app.before_request(_refuse_undecodable_forms)
     app.before_request(_refuse_other_origins)
     app.after_request(_add_headers)

@@ -13,6 +13,7 @@ from ..limits import limited
 from ..rendering import VARY, render, wants_fragment
 from ..reply_locks import current_locks
 from ..state import SessionState, browser_id, known_browser_id
+from ..text_input import clean, shows_something
 
 bp = Blueprint("chat", __name__)
 bp.add_app_template_filter(render_markdown, "markdown")
@@ -40,6 +41,8 @@ def _message_error(text):
     limit = current_app.config["CHAT_MAX_MESSAGE_CHARS"]
     if not text.strip():
         return "Type a message before sending."
+    if not shows_something(text):
+        return "This message shows nothing: it holds only invisible characters."
     if len(text) > limit:
         return f"Messages are limited to {limit} characters; this one has {len(text)}."
     return None
@@ -78,7 +81,7 @@ def index():
 @limited("CHAT_RATE_LIMIT")
 def send():
     """Store the user's message; htmx gets it back at once, a plain form also waits for the reply."""
-    text = request.form.get("message", "")
+    text = clean(request.form.get("message", ""))
     error = _message_error(text)
     if error:
         return _render("chat/_form.html", 422, error=error, value=text)

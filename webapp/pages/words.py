@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, redirect, request, url_for
 from ..limits import limited
 from ..rendering import render, wants_fragment
 from ..state import GlobalState, SessionState
+from ..text_input import clean, shows_something
 
 bp = Blueprint("words", __name__)
 
@@ -35,11 +36,11 @@ def index():
 @limited("WORDS_RATE_LIMIT")
 def count():
     """Count the words of a text: for this browser, and into everyone's tally."""
-    text = request.form.get("text", "")
+    text = clean(request.form.get("text", ""))
     limit = current_app.config["WORDS_MAX_CHARS"]
-    if not text.strip() or len(text) > limit:
+    if not shows_something(text) or len(text) > limit:
         error = (f"Texts are limited to {limit} characters; this one has {len(text)}."
-                 if text.strip() else "Type some words to count.")
+                 if shows_something(text) else "Type some words to count.")
         return _render("words/_counter.html", 422, text=text, error=error)
     words = len(text.split())
     my_text.set(text)
