@@ -21,14 +21,17 @@ control_socket_disable = not os.environ.get("HXSTATE_CONTROL_SOCKET")
 
 
 def on_starting(server):
-    """Refuse a weak secret key or a worker count the stores cannot serve; load a model to share."""
+    """Refuse a weak secret key or a worker count the stores cannot serve; trust the host names
+    it is bound to; load a model to share."""
     from webapp.background_model import preload
-    from webapp.security import check_secret_key
+    from webapp.security import check_secret_key, trust_bound_hosts
     from webapp.workers import check_workers
 
     app = server.app.wsgi()
     check_secret_key(app)
     check_workers(app, server.cfg.workers)
+    if "HXSTATE_TRUSTED_HOSTS" not in os.environ:
+        trust_bound_hosts(app, server.cfg.bind)
     # Loaded before the fork, the weights are shared by the workers copy-on-write. A lone worker has
     # nobody to share them with: it serves pages at once and loads the model in the background.
     # Either way the master never runs a forward pass, so no torch thread pool exists when it forks.

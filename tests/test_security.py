@@ -14,7 +14,7 @@ from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, csrf_
                       type_message, watch_csp)
 from html_tree import parse, text_of
 from webapp.errors import MESSAGES
-from webapp.security import weak_secret_key
+from webapp.security import CONTENT_SECURITY_POLICY, trust_bound_hosts, weak_secret_key
 from webapp.score_values import InvalidScore, parse_score
 
 EXPECTED = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
@@ -272,7 +272,7 @@ def test_browser_keeps_no_chat_content_in_web_storage(browser, make_app):
 
 
 def test_behind_a_proxy_the_cookie_is_secure_and_the_forwarded_host_is_trusted(make_app):
-    client = make_app(PROXY_FIX_HOPS=1, SESSION_COOKIE_SECURE=True).test_client()
+    client = make_app(PROXY_FIX_HOPS=1, SESSION_COOKIE_SECURE=True, TRUSTED_HOSTS=["demo.example"]).test_client()
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "demo.example",
                  "X-Forwarded-For": "203.0.113.9"}
     assert "Secure" in client.get("/chat", headers=forwarded).headers["Set-Cookie"]
@@ -320,3 +320,23 @@ def test_a_form_that_is_not_utf8_gets_400_and_stores_nothing(client, body):
     assert "not UTF-8 text" in text_of(response.get_data(as_text=True))
     assert conversation(client.get("/chat").get_data(as_text=True)) == []
     assert parse(client.get("/words").get_data(as_text=True)).find(id="all-words").text == "0"
+
+
+@pytest.mark.parametrize("path", ["/", "/static//app.css", "/scores.json"])
+def test_an_untrusted_host_gets_400_and_no_redirect(client, path):
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "host name" in response.get_data(as_text=True)
+    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    for host in ("localhost", "127.0.0.1:8000"):
+        assert client.get("/", headers={"Host": host}).status_code == 200
+
+
+def test_gunicorn_trusts_the_host_it_is_bound_to_and_refuses_names_it_cannot_know(make_app):
+    app = make_app()
+    trust_bound_hosts(app, ["demo.internal:8000", "unix:/run/hxstate.sock"])
+    assert app.test_client().get("/", headers={"Host": "demo.internal:8000"}).status_code == 200
+    assert app.test_client().get("/", headers={"Host": "elsewhere.internal:8000"}).status_code == 400
+    for everywhere in ("0.0.0.0:8000", "[::]:8000", "[::1]:8000"):
+        with pytest.raises(RuntimeError, match="HXSTATE_TRUSTED_HOSTS"):
+            trust_bound_hosts(app, [everywhere])

@@ -48,6 +48,9 @@ def create_app(test_config=None):
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
         PROXY_FIX_HOPS=0,
+        # Host names this app answers to (any other Host header gets 400); gunicorn adds the
+        # address it is bound to (gunicorn.conf.py). Behind a proxy: the public names.
+        TRUSTED_HOSTS=["localhost", "127.0.0.1"],
         PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
         SESSION_CLEANUP_EVERY=100,
         # An unchanged session is written back (its expiry and cookie pushed forward) once this

@@ -3,7 +3,7 @@
 from flask import current_app
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError, ServiceUnavailable
 
 from .limits import seconds_until_allowed
 from .rendering import render, wants_fragment
@@ -66,6 +66,9 @@ def _store_error(error):
 
 def _http_error(error):
     """Any HTTP error raised by a view or by routing."""
+    if isinstance(error, SecurityError):  # an untrusted Host: no URL can be built for a page
+        return current_app.response_class(
+            "This site does not answer to that host name.\n", 400, mimetype="text/plain")
     return render_error(error)
 
 

@@ -93,6 +93,21 @@ def check_secret_key(app):
             "every machine.")
 
 
+def trust_bound_hosts(app, binds):
+    """Add the hosts of gunicorn's `binds` ("host:port") to TRUSTED_HOSTS; refuse a bind whose
+    host names the app cannot know (every address) or check (werkzeug matches no IPv6 literal)."""
+    for bind in binds:
+        if bind.startswith(("unix:", "fd://")):
+            continue
+        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
+        if host in ("", "0.0.0.0") or ":" in host:
+            raise RuntimeError(
+                f"hxstate cannot tell which host names are its own when bound to {bind}: set "
+                'HXSTATE_TRUSTED_HOSTS to the names clients use, for example \'["demo.example"]\'.')
+        if host not in app.config["TRUSTED_HOSTS"]:
+            app.config["TRUSTED_HOSTS"] = [*app.config["TRUSTED_HOSTS"], host]
+
+
 def init_app(app):
     """Check origins and whole bodies before every request, and add the headers to every response."""
     app.before_request(_refuse_cut_bodies)
