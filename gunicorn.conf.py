@@ -5,7 +5,8 @@ import os
 
 bind = os.environ.get("HXSTATE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("HXSTATE_WORKERS", "1"))
-worker_class = "gthread"
+# gthread, whose own error answers carry the app's security headers (webapp/workers.py).
+worker_class = "webapp.workers.ThreadWorker"
 threads = int(os.environ.get("HXSTATE_THREADS", "32"))
 # gthread workers keep answering the master while a thread generates, so this only has to cover
 # a worker that is stuck; keep it above the longest generation anyway.

@@ -5,6 +5,7 @@ import json
 import os
 import runpy
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from conftest import ROOT, free_port, gunicorn, stop, wait_until_serving
 from html_tree import parse
+from webapp.security import CONTENT_SECURITY_POLICY
 
 
 def test_the_embedded_stores_refuse_several_workers(app_env):
@@ -169,5 +171,28 @@ def test_a_chunked_body_past_the_limit_is_refused_whole(app_env, browsers):
         assert post_chunked("text=one+two") == 200  # chunked and under the limit: read as usual
         assert post_chunked("text=one+two+three&pad=" + "x" * 100_000) == 413
         assert int(parse(browser.request("GET", "/words", htmx=False)).find(id="all-words").text) == 2
+    finally:
+        stop(server)
+
+
+def test_gunicorns_own_error_answers_carry_the_security_headers(app_env):
+    port = free_port()
+    server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="2")
+    try:
+        wait_until_serving(server, port)
+        many_headers = "".join(f"X-{k}: {k}\r\n" for k in range(120))
+        for request, status in ((b"NOT HTTP AT ALL\r\n\r\n", 400),
+                                (f"GET /{'x' * 5000} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), 414),
+                                (f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{many_headers}\r\n".encode(), 431)):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+                connection.sendall(request)
+                answer = b""
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            assert head[0].split()[1] == str(status), head
+            headers = dict(line.split(": ", 1) for line in head[1:])
+            assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
     finally:
         stop(server)
