@@ -287,6 +287,18 @@ def gunicorn(env, *args, app="wsgi:app", **settings):
     )
 
 
+@contextmanager
+def gunicorn_serving(env, **settings):
+    """A gunicorn of the checked-in config on a free port, once it serves; yields the port, stops it."""
+    port = free_port()
+    server = gunicorn(env, HXSTATE_BIND=f"127.0.0.1:{port}", **settings)
+    try:
+        wait_until_serving(server, port)
+        yield port
+    finally:
+        stop(server)
+
+
 def wait_until_serving(server, port, timeout=60):
     """Wait for gunicorn to answer on `port`; fail with its output if it exits first."""
     deadline = time.monotonic() + timeout

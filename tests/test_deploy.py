@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, gunicorn, stop, wait_until_serving
+from conftest import ROOT, free_port, gunicorn, gunicorn_serving, stop, wait_until_serving
 from html_tree import parse
 from webapp.security import CONTENT_SECURITY_POLICY
 
@@ -41,30 +41,19 @@ def test_no_control_socket_is_shared_with_other_gunicorns_unless_one_of_its_own_
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["control_socket_disable"] is True
     own = tmp_path / "deploy" / "hxstate.ctl"
     own.parent.mkdir()
-    port = free_port()
-    server = gunicorn({**app_env, "HOME": str(tmp_path)}, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="2",
-                      HXSTATE_CONTROL_SOCKET=str(own))
-    try:
-        wait_until_serving(server, port)
+    with gunicorn_serving({**app_env, "HOME": str(tmp_path)}, HXSTATE_THREADS="2", HXSTATE_CONTROL_SOCKET=str(own)):
         deadline = time.monotonic() + 60  # gunicorn opens it in a thread of its own once workers run
         while not own.is_socket():
             assert time.monotonic() < deadline, "no control socket at the path named"
             time.sleep(0.05)
         assert not (tmp_path / ".gunicorn").exists()
-    finally:
-        stop(server)
 
 
 def test_one_worker_serves_the_board(app_env):
-    port = free_port()
-    server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="4")
-    try:
-        wait_until_serving(server, port)
+    with gunicorn_serving(app_env, HXSTATE_THREADS="4") as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/scores.json", timeout=10) as response:
             assert response.status == 200
             assert response.read() == b'{"count":0,"top":[]}\n'
-    finally:
-        stop(server)
 
 
 def worker_of(master):
@@ -151,10 +140,7 @@ def test_flask_cli_finds_the_app(app_env):
 
 
 def test_a_chunked_body_past_the_limit_is_refused_whole(app_env, browsers):
-    port = free_port()
-    server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="4")
-    try:
-        wait_until_serving(server, port)
+    with gunicorn_serving(app_env, HXSTATE_THREADS="4") as port:
         browser = browsers(port)
 
         def post_chunked(body):
@@ -171,16 +157,11 @@ def test_a_chunked_body_past_the_limit_is_refused_whole(app_env, browsers):
         assert post_chunked("text=one+two") == 200  # chunked and under the limit: read as usual
         assert post_chunked("text=one+two+three&pad=" + "x" * 100_000) == 413
         assert int(parse(browser.request("GET", "/words", htmx=False)).find(id="all-words").text) == 2
-    finally:
-        stop(server)
 
 
 def test_gunicorns_own_error_answers_carry_the_security_headers(app_env):
-    port = free_port()
-    server = gunicorn(app_env, HXSTATE_BIND=f"127.0.0.1:{port}", HXSTATE_THREADS="2")
-    try:
-        wait_until_serving(server, port)
-        many_headers = "".join(f"X-{k}: {k}\r\n" for k in range(120))
+    many_headers = "".join(f"X-{k}: {k}\r\n" for k in range(120))
+    with gunicorn_serving(app_env, HXSTATE_THREADS="2") as port:
         for request, status in ((b"NOT HTTP AT ALL\r\n\r\n", 400),
                                 (f"GET /{'x' * 5000} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), 414),
                                 (f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n{many_headers}\r\n".encode(), 431)):
@@ -194,5 +175,3 @@ def test_gunicorns_own_error_answers_carry_the_security_headers(app_env):
             headers = dict(line.split(": ", 1) for line in head[1:])
             assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
             assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
-    finally:
-        stop(server)
