@@ -158,7 +158,8 @@ def test_the_thread_leaves_when_idle_and_comes_back_with_work():
 
 def test_an_overloaded_model_answers_503_with_retry_after_and_loses_nothing(make_app):
     model = HeldModel()
-    app = make_app(CHAT_MODEL=model, CHAT_BATCH_SIZE=1, CHAT_QUEUE_SIZE=1)
+    # Rate limits on: their headers must not replace the 503's own Retry-After.
+    app = make_app(CHAT_MODEL=model, CHAT_BATCH_SIZE=1, CHAT_QUEUE_SIZE=1, RATELIMIT_ENABLED=True)
     clients = [new_client(app) for _ in range(3)]
     turns = [turn_id(send(client, f"message {k}").get_data(as_text=True)) for k, client in enumerate(clients)]
     answers = {}
