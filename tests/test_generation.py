@@ -283,3 +283,20 @@ def test_a_reader_that_gives_up_on_a_hung_model_ends_the_job_and_frees_it():
     with pytest.raises(Exception, match="stopped answering"):
         job.result()
     assert ended == [job] and job.done and job.ending
+
+
+def test_a_reply_written_whole_is_not_marked_stopped_by_a_stop_while_it_is_saved():
+    saving, saved = threading.Event(), threading.Event()
+
+    def save(job):  # the job's save, held until the stop has come
+        saving.set()
+        assert saved.wait(30)
+
+    job = Job(["hi"], deadline=time.monotonic() + 60, on_done=save)
+    finishing = threading.Thread(target=job.finish, args=("the whole reply",))
+    finishing.start()
+    assert saving.wait(30)
+    job.stop()  # the browser's Stop, as the reply written whole is still being shown
+    saved.set()
+    finishing.join(30)
+    assert job.done and job.stopped is None and job.text == "the whole reply"

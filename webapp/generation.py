@@ -62,7 +62,9 @@ class Job:
         """End the reply where it is, at the person's request: its row stops at the next step, and
         a reader pacing a reply already written shows the rest at once."""
         with self._changed:
-            if self.stopped is None and not self.done:
+            # A reply whose end has begun is written whole, even if it is still being saved: it is
+            # then only shown at once, never marked as cut.
+            if self.stopped is None and not self.ending:
                 self.stopped = STOPPED
             self.cancelled = True
             self._changed.notify_all()
