@@ -467,12 +467,30 @@ def serve(app):
         server.server_close()
 
 
+class CookieJar(dict):
+    """A client's cookies, by name, as the responses it got set and deleted them."""
+
+    @property
+    def header(self):
+        """The Cookie header the client sends."""
+        return "; ".join(f"{name}={value}" for name, value in self.items())
+
+    def keep(self, response):
+        """Keep the cookies a response sets, and forget those it deletes."""
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, value = header.split(";", 1)[0].split("=", 1)
+            if value and "Max-Age=0" not in header:
+                self[name] = value
+            else:
+                self.pop(name, None)
+
+
 class Browser:
     """A keep-alive HTTP client with a cookie jar of one session and its CSRF token."""
 
     def __init__(self, port, cookie=None, token=None):
         self.port, self.token = port, token
-        self.jar = dict(pair.split("=", 1) for pair in cookie.split("; ")) if cookie else {}
+        self.jar = CookieJar(pair.split("=", 1) for pair in cookie.split("; ")) if cookie else CookieJar()
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         if cookie is None:
             try:
@@ -494,23 +512,14 @@ class Browser:
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         text = response.read().decode()
-        self.keep_cookies(response)
+        self.jar.keep(response)
         assert 200 <= response.status < 300, (response.status, text)
         return text
 
     @property
     def cookie(self):
         """The Cookie header this browser sends."""
-        return "; ".join(f"{name}={value}" for name, value in self.jar.items())
-
-    def keep_cookies(self, response):
-        """Keep the cookies a response sets, and forget those it deletes."""
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, value = header.split(";", 1)[0].split("=", 1)
-            if value and "Max-Age=0" not in header:
-                self.jar[name] = value
-            else:
-                self.jar.pop(name, None)
+        return self.jar.header
 
     def stream(self, path, body=None):
         """Post as htmx with its event-stream extension does; return the open response."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, csrf_token, events, free_port, stop, turn_id, wait_until_serving
+from conftest import ROOT, CookieJar, csrf_token, events, free_port, stop, turn_id, wait_until_serving
 from stepped_model import WORDS
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -74,7 +74,7 @@ class Client:
     """A browser from one loopback address, through the proxy: its cookies and CSRF token."""
 
     def __init__(self, port, address="127.0.0.1"):
-        self.port, self.address, self.jar = port, address, {}
+        self.port, self.address, self.jar = port, address, CookieJar()
         self.token = csrf_token(self.request("GET", "/scores", headers={"HX-Request": "false"})[1])
 
     def request(self, method, path, body=None, headers=None):
@@ -84,12 +84,7 @@ class Client:
         connection.request(method, path, body=body, headers=self.headers(headers))
         response = connection.getresponse()
         text = response.read().decode(errors="replace")
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, value = header.split(";", 1)[0].split("=", 1)
-            if value and "Max-Age=0" not in header:
-                self.jar[name] = value
-            else:
-                self.jar.pop(name, None)
+        self.jar.keep(response)
         connection.close()
         return response.status, text
 
@@ -97,7 +92,7 @@ class Client:
         headers = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true",
                    "Origin": f"http://127.0.0.1:{self.port}", **(extra or {})}
         if self.jar:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+            headers["Cookie"] = self.jar.header
         if getattr(self, "token", None):
             headers["X-CSRFToken"] = self.token
         return headers
