@@ -8,6 +8,7 @@ Storage does not grow with the number of submissions: either board keeps only th
 `SCORE_BOARD_SIZE` highest scores and a counter.
 """
 
+import threading
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -46,8 +47,12 @@ class BoardCount(Base):
 
 
 class SqlScoreBoard:
-    """The top scores and a submission count in the instance database: durable, and shared by
-    every process that opens it."""
+    """The top scores and a submission count in the instance database: durable, and read from the
+    process's memory between submits.
+
+    The embedded stores are served by one process (`workers.check_workers`), so the board this
+    process last wrote or read is the board: a poll or `/scores.json` then costs no connection.
+    """
 
     _COUNT = "UPDATE board_count SET count = count + 1"
     _FIRST = "INSERT INTO board_count (id, count) VALUES (1, 1)"
@@ -61,6 +66,8 @@ class SqlScoreBoard:
     def __init__(self, db, size=3):
         self.size = size
         self._db = db
+        self._known = None  # the newest Board this process has seen
+        self._knowing = threading.Lock()
 
     def submit(self, value):
         """Count a score and keep it if it belongs among the top ones, in one transaction that holds
@@ -71,12 +78,22 @@ class SqlScoreBoard:
                 connection.execute(self._FIRST)
             connection.execute(self._ADD, (value,))
             connection.execute(self._TRIM, (self.size,))
-            return self._board(connection)
+            board = self._board(connection)
+        return self._remember(board)  # once committed
 
     def snapshot(self):
         """Return the board as one consistent Board."""
+        if (known := self._known) is not None:
+            return known
         with self._db.read() as connection:
-            return self._board(connection)
+            return self._remember(self._board(connection))
+
+    def _remember(self, board):
+        """Keep `board` unless a newer one (more submissions) is already known; return it."""
+        with self._knowing:
+            if self._known is None or board.count > self._known.count:
+                self._known = board
+        return board
 
     def _board(self, connection):
         rows = connection.execute(self._READ, (self.size,)).fetchall()
