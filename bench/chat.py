@@ -1,35 +1,44 @@
-"""Chat turns under gunicorn: streamed first token and full turn vs raw `generate`, and 1/4/8 chatters.
+"""Chat turns under gunicorn: streamed first token, whole turn and tokens/s against raw `generate`.
 
 For each model (the shipped one, and a DialoGPT-medium-shaped GPT-2 with random weights built
-here), first the limits measured in this process with the same model and prompt: the prefill
-(`generate` of one token), raw `model.generate`, and one decoding step. Then `gunicorn wsgi:app`
-(the checked-in config, one gthread worker) and browsers the way htmx drives the page: post the
-message, then post for the reply and read it as server-sent events. Every turn starts a new
-conversation with the same message, so that the app generates from the very prompt raw `generate`
-was given, and every reply is exactly `--tokens` tokens long (min = max new tokens), so tokens/s is
-exact. Goals (issue 6): turn <= 1.01 x raw generate; first token <= prefill + one token + 20 ms;
-8 chatters >= 4 x the tokens/s of one.
+here), first the limits, measured in this process with the same model, prompt and torch threads as
+the app: the prefill (`generate` of one token), one decoding step, and raw `model.generate` of 1, 4
+and 8 identical rows. Then `gunicorn wsgi:app` (the checked-in config, one gthread worker), and
+browsers driving the page as htmx does: post the message, then post for the reply and read it as
+server-sent events. Every turn starts a new conversation with the same message, so that the app
+generates from the very prompt raw `generate` was given, and every reply is exactly `--tokens`
+tokens long (min = max new tokens), so tokens/s is exact. Rows: 1 chatter; 4 chatters starting
+together; 8 chatters arriving at random times (each starts after a random wait of up to one raw
+turn). Tokens/s counts the tokens streamed while every chatter of the row was chatting. With
+`--code REV ...`, the app's code at those revisions is measured beside this tree, row by row.
+Goals (issue 19, for the medium-shaped model): one chatter's turn <= 1.01 x raw generate; 4
+chatters >= 0.9 x the tokens/s of a raw batch of 4; 8 chatters at random times: first token p50
+<= prefill + 3 decoding steps, p99 <= 2 s, and >= 0.9 x the tokens/s of a raw batch of 8.
 
-    .venv/bin/python bench/chat.py [--turns 5] [--tokens 40] [--chatters 1 4 8] [--skip-medium]
+    .venv/bin/python bench/chat.py [--turns 5] [--tokens 40] [--skip-medium] [--code REV ...]
 """
 
 import argparse
 import http.client
 import os
+import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from model import worktree  # noqa: E402
 from scale import SHIPPED, medium_shaped_model  # noqa: E402
-from scores import Browser, free_port, start_server  # noqa: E402
+from scores import ROOT, Browser, free_port, start_server  # noqa: E402
 
 MESSAGE = "hello there, how are you today?"
+ROWS = ((1, False), (4, False), (8, True))  # chatters, whether they arrive at random times
 
 
 def timed(action, repeats):
@@ -43,32 +52,29 @@ def timed(action, repeats):
 
 
 def raw_limits(model_dir, tokens, repeats):
-    """Prefill, raw generate and one decoding step of this model on the benchmark's prompt (s).
-
-    The prefill is `generate` of a single token: the forward pass over the prompt and the pick of
-    the first token, which is all that the first streamed token has to wait for.
-    """
+    """Prefill, one decoding step and raw generate of 1, 4 and 8 rows on the benchmark's prompt (s)."""
     from webapp.chat_model import ChatModel  # first: it sets torch's threads up as the app does
 
     import torch
 
     model = ChatModel(str(model_dir), max_new_tokens=tokens, min_new_tokens=tokens, no_repeat_ngram_size=0)
-    ids = torch.tensor([model.prompt_ids([MESSAGE])])
-    mask = torch.ones_like(ids)
+    prompt = torch.tensor([model.prompt_ids([MESSAGE])])
     with torch.inference_mode():
-        def generate(count=tokens):
+        def generate(count=tokens, rows=1):
+            ids = prompt.repeat(rows, 1)
             settings = {**model.generation, "max_new_tokens": count, "min_new_tokens": count}
-            output = model.model.generate(ids, attention_mask=mask, **settings)
+            output = model.model.generate(ids, attention_mask=torch.ones_like(ids), **settings)
             assert output.shape[1] == ids.shape[1] + count
 
         generate()  # warm-up
         prefill = statistics.median(timed(lambda: generate(1), repeats))
-        raw = statistics.median(timed(generate, repeats))
-    return prefill, raw, (raw - prefill) / (tokens - 1)
+        raw = {rows: statistics.median(timed(lambda: generate(rows=rows), max(1, repeats // rows)))
+               for rows in (1, 4, 8)}
+    return prefill, (raw[1] - prefill) / (tokens - 1), raw
 
 
 def chat_turn(port):
-    """One turn of a new conversation, as htmx does it: (first token, whole turn) in seconds."""
+    """One turn of a new conversation, as htmx does it: (start, first token, end) in perf_counter s."""
     browser = Browser(port)
     started = time.perf_counter()
     turn = browser.send(MESSAGE)
@@ -79,87 +85,119 @@ def chat_turn(port):
     first = None
     while line := response.readline():
         if first is None and line.startswith(b"data: <hx-partial"):
-            first = time.perf_counter() - started
-    ended = time.perf_counter() - started
+            first = time.perf_counter()
+    ended = time.perf_counter()
     browser.conn.close()
     assert first is not None, "no token was streamed"
-    return first, ended
+    return started, first, ended
 
 
-def chatters(port, count, turns):
-    """`count` chatters doing `turns` turns each at once: wall time and every turn's timings."""
+def chatters(port, count, turns, arrive_within, seed=0):
+    """`count` chatters doing `turns` turns each, one after the other; each starts after a random
+    wait of up to `arrive_within` seconds. Returns each chatter's turns as (start, first, end)."""
     results = [[] for _ in range(count)]
-    start = threading.Barrier(count + 1)
+    waits = [random.Random(seed + k).uniform(0, arrive_within) for k in range(count)]
+    start = threading.Barrier(count)
 
     def chatter(k):
         start.wait()
+        time.sleep(waits[k])  # a benchmark client's pause, not a test's: it spreads the arrivals
         for _ in range(turns):
             results[k].append(chat_turn(port))
 
     threads = [threading.Thread(target=chatter, args=(k,)) for k in range(count)]
     for thread in threads:
         thread.start()
-    start.wait()
-    began = time.perf_counter()
     for thread in threads:
         thread.join()
-    return time.perf_counter() - began, [timing for per in results for timing in per]
+    return results
 
 
-def p99(values):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+def figures(results, tokens):
+    """A row's figures: first token p50 and p99, turn p50 (s), and tokens/s while all chatted."""
+    turns = [turn for per in results for turn in per]
+    firsts = sorted(first - start for start, first, _ in turns)
+    # The window in which every chatter was chatting: from the last one's start to the first one's end.
+    opened = max(per[0][0] for per in results)
+    closed = min(per[-1][2] for per in results)
+    streamed = 0.0
+    for _, first, end in turns:  # a turn's tokens come between its first token and its end
+        overlap = min(end, closed) - max(first, opened)
+        streamed += tokens * max(0.0, overlap) / max(end - first, 1e-9)
+    return {"first p50": statistics.median(firsts), "first p99": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))],
+            "turn p50": statistics.median(end - start for start, _, end in turns),
+            "tokens/s": streamed / (closed - opened)}
 
 
-def bench_model(name, model_dir, args):
-    """Print one model's figures."""
-    prefill, raw, step = raw_limits(model_dir, args.tokens, args.turns)
+def run_code(root, model_dir, args, raw):
+    """Every row's figures for the app's code at `root`."""
     port = free_port()
-    server = start_server(port, threads=32, CHAT_MODEL=model_dir, CHAT_MAX_NEW_TOKENS=args.tokens,
-                          CHAT_MIN_NEW_TOKENS=args.tokens, CHAT_NO_REPEAT_NGRAM_SIZE=0,
-                          CHAT_BATCH_SIZE=max(args.chatters), CHAT_RATE_LIMIT="100000/second")
+    server = start_server(port, threads=32, root=root, CHAT_MODEL=model_dir, CHAT_MAX_NEW_TOKENS=args.tokens,
+                          CHAT_MIN_NEW_TOKENS=args.tokens, CHAT_NO_REPEAT_NGRAM_SIZE=0, CHAT_STREAM_PACE=0,
+                          CHAT_BATCH_SIZE=8, CHAT_RATE_LIMIT="100000/second")
     try:
         chat_turn(port)  # warm-up
-        runs = {count: chatters(port, count, args.turns) for count in args.chatters}
+        return {(count, spread): figures(chatters(port, count, args.turns, raw[1] if spread else 0), args.tokens)
+                for count, spread in ROWS}
     finally:
         server.terminate()
         server.wait()
-    _, one = runs[args.chatters[0]]
-    first = statistics.median(t for t, _ in one)
-    turn = statistics.median(t for _, t in one)
+
+
+def bench_model(name, model_dir, roots, args, goals):
+    """Print one model's figures, each code side by side."""
+    prefill, step, raw = raw_limits(model_dir, args.tokens, args.turns)
+    runs = {code: run_code(root, model_dir, args, raw) for code, root in roots.items()}
     ms = 1000
-    print(f"\n{name}: {args.tokens} tokens per reply, prompt '{MESSAGE}'\n")
-    print(f"{'one chatter':<44}{'p50 ms':>9}{'x limit':>9}")
-    print(f"{'raw generate (limit for a turn)':<44}{raw * ms:>9.1f}")
-    print(f"{'prefill (generate of one token)':<44}{prefill * ms:>9.1f}")
-    print(f"{'one decoding step':<44}{step * ms:>9.1f}")
-    print(f"{'app: full turn (send + streamed reply)':<44}{turn * ms:>9.1f}{turn / raw:>9.3f}")
-    limit = prefill + step + 0.020
-    print(f"{'app: first token (limit: prefill+step+20ms)':<44}{first * ms:>9.1f}{first / limit:>9.3f}")
-    base = None
-    print(f"\n{'chatters':>8}{'turns':>7}{'tokens/s':>10}{'x one':>8}{'turn p50 ms':>13}{'turn p99 ms':>13}"
-          f"{'1st tok p50':>13}")
-    for count, (wall, timings) in runs.items():
-        rate = count * args.turns * args.tokens / wall
-        base = base or rate
-        turns = [t for _, t in timings]
-        print(f"{count:>8}{len(turns):>7}{rate:>10.1f}{rate / base:>8.2f}{statistics.median(turns) * ms:>13.1f}"
-              f"{p99(turns) * ms:>13.1f}{statistics.median(t for t, _ in timings) * ms:>13.1f}")
+    print(f"\n{name}: {args.tokens} tokens per reply, prompt '{MESSAGE}'")
+    print(f"limits: prefill {prefill * ms:.1f} ms, one decoding step {step * ms:.1f} ms; raw generate "
+          + ", ".join(f"{rows} row{'s' * (rows > 1)} {raw[rows] * ms:.0f} ms ({rows * args.tokens / raw[rows]:.1f} tokens/s)"
+                      for rows in raw))
+    print(f"\n{'code':<18}{'chatters':<20}{'tokens/s':>9}{'x raw':>7}{'turn p50':>10}{'x raw':>7}"
+          f"{'1st tok p50':>12}{'p99 ms':>8}{'p50 x limit':>12}")
+    limit = prefill + 3 * step
+    for count, spread in ROWS:
+        rate_limit = count * args.tokens / raw[count]
+        for code, rows in runs.items():
+            row = rows[(count, spread)]
+            print(f"{code:<18}{f'{count} at random times' if spread else f'{count} together':<20}"
+                  f"{row['tokens/s']:>9.1f}{row['tokens/s'] / rate_limit:>7.2f}{row['turn p50'] * ms:>10.0f}"
+                  f"{row['turn p50'] / raw[1]:>7.2f}{row['first p50'] * ms:>12.0f}{row['first p99'] * ms:>8.0f}"
+                  f"{row['first p50'] / limit:>12.2f}")
+    print("(x raw: tokens/s against raw generate of as many rows; turn against raw generate of one row; "
+          "limit for the first token: prefill + 3 decoding steps)")
+    if goals:
+        for code, rows in runs.items():
+            one, four, eight = (rows[row] for row in ROWS)
+            checks = [
+                ("1 chatter: turn <= 1.01 x raw generate", one["turn p50"] / raw[1], 1.01, "x"),
+                ("4 together: tokens/s >= 0.9 x a raw batch of 4", four["tokens/s"] * raw[4] / (4 * args.tokens), 0.9, "x"),
+                ("8 at random times: first token p50 <= prefill + 3 steps", eight["first p50"] / limit, 1.0, "x limit"),
+                ("8 at random times: first token p99 <= 2 s", eight["first p99"], 2.0, "s"),
+                ("8 at random times: tokens/s >= 0.9 x a raw batch of 8", eight["tokens/s"] * raw[8] / (8 * args.tokens), 0.9, "x"),
+            ]
+            for text, value, goal, unit in checks:
+                met = value >= goal if ">=" in text else value <= goal
+                print(f"- {code}: {text}: {value:.2f} {unit} ({'met' if met else 'missed'})")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=5, help="turns per chatter")
     parser.add_argument("--tokens", type=int, default=40, help="tokens per reply")
-    parser.add_argument("--chatters", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--skip-medium", action="store_true", help="only the shipped model")
+    parser.add_argument("--code", nargs="+", default=[], metavar="REV",
+                        help="git revisions whose app code to measure beside this tree's")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; server: 1 gunicorn gthread worker; clients on the same machine")
-    bench_model("shipped model (1.1 M parameters)", SHIPPED, args)
-    if not args.skip_medium:
-        with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        roots = {"this tree": ROOT}
+        for revision in args.code:
+            roots[f"code at {revision}"] = stack.enter_context(worktree(revision, Path(folder)))
+        bench_model("shipped model", SHIPPED, roots, args, goals=False)
+        if not args.skip_medium:
             bench_model("DialoGPT-medium-shaped (355 M parameters, random weights)",
-                        medium_shaped_model(Path(folder)), args)
+                        medium_shaped_model(Path(folder) / "medium"), roots, args, goals=True)
 
 
 if __name__ == "__main__":

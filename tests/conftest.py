@@ -92,7 +92,7 @@ class ScriptedModel:
         self.answers = list(answers)
         self.prompts = []
 
-    def generate(self, jobs):
+    def generate(self, jobs, more=None):
         for job in jobs:
             job.finish(self.reply(job.texts))
 
@@ -163,11 +163,11 @@ class HeldModel(ScriptedModel):
         if not held:
             self.go.set()
 
-    def generate(self, jobs):
+    def generate(self, jobs, more=None):
         self.batches.append(len(jobs))
         self.started.set()
         assert self.go.wait(30), "the test never let the model answer"
-        super().generate(jobs)
+        super().generate(jobs, more)
 
 
 def send(client, text, htmx=True):

@@ -33,7 +33,7 @@ class SteppedModel:
         """Wait until the test lets the model write its next word."""
         assert self._steps.acquire(timeout=30), "the test released no step"
 
-    def generate(self, jobs):
+    def generate(self, jobs, more=None):
         self.jobs += jobs
         self.started()
         for job in jobs:

@@ -52,6 +52,34 @@ def test_replies_generated_in_a_batch_equal_replies_generated_one_at_a_time(whic
     assert [(each.text, each.tokens) for each in batch] == alone
     assert all(each.done and each.stopped is None for each in batch)
     assert len({text for text, _ in alone}) > 2  # different replies, not one repeated
+    # Joining mid-way: one reply starts alone, and another joins at every other step.
+    late = [job(texts) for texts in CONVERSATIONS]
+    arrivals = [[each] for each in late[1:]]
+    steps = []  # the rows under way at each step
+
+    def more():
+        steps.append(sum(each.tokens and not each.ending for each in late))
+        return arrivals.pop(0) if arrivals and len(steps) % 2 == 0 else []
+
+    model.generate(late[:1], more)
+    assert [(each.text, each.tokens) for each in late] == alone
+    assert max(steps) > 2  # rows that joined at different steps really ran together
+
+
+@pytest.mark.parametrize("which", ["shipped", "tiny"])
+def test_a_reply_alone_is_what_transformers_generate_writes(which, greedy_model, tiny_model_dir):
+    import torch
+
+    model = greedy_model if which == "shipped" else ChatModel(str(tiny_model_dir), max_new_tokens=12)
+    assert model.no_repeat_ngram_size or which == "tiny"
+    for texts in CONVERSATIONS:
+        ids = torch.tensor([model.prompt_ids(texts)])
+        written = model.model.generate(ids, attention_mask=torch.ones_like(ids), **model.generation)
+        tokens = written[0, ids.shape[1]:].tolist()
+        tokens = tokens[:tokens.index(model.eos)] if model.eos in tokens else tokens
+        single = job(texts)
+        model.generate([single])
+        assert (single.text, single.tokens) == (model.decode(tokens), len(tokens)), texts
 
 
 def test_each_row_stops_at_its_own_deadline(greedy_model):
@@ -77,46 +105,56 @@ def test_replies_that_arrive_while_the_model_is_busy_are_batched_up_to_the_batch
     assert model.batches == [1, 3, 2]
 
 
-class WatchedWake(threading.Condition):
-    """A scheduler's wake-up condition that tells the test how many jobs were waiting each time the
-    scheduler began to wait on it."""
+class SteppingRows:
+    """A model that decodes as the real one does, a step at a time for all its rows, taking new rows
+    from `more()` between steps. The job for ["name", "n"] writes n words. The test releases each
+    step and reads which rows took part in it."""
 
-    def __init__(self, runner):
-        super().__init__()
-        self.runner = runner
-        self.waits = []  # the number of jobs waiting, at each wait
-        self._waited = threading.Condition()
+    def __init__(self):
+        self.steps = []  # the names of the rows of each step
+        self.waits = 0  # how many times the model began to wait for a step
+        self._go = threading.Semaphore(0)
+        self._waiting = threading.Condition()
 
-    def wait(self, timeout=None):
-        with self._waited:
-            self.waits.append(len(self.runner._waiting))
-            self._waited.notify_all()
-        return super().wait(timeout)
+    def generate(self, jobs, more=None):
+        rows = list(jobs)
+        while rows:
+            with self._waiting:
+                self.waits += 1
+                self._waiting.notify_all()
+            assert self._go.acquire(timeout=30), "the test released no step"
+            self.steps.append([row.texts[0] for row in rows])
+            for row in rows:
+                row.publish(f"{row.text} word".strip())
+                if len(row.text.split()) == int(row.texts[1]):
+                    row.finish(row.text)
+            rows = [row for row in rows if not row.ending] + more()
 
-    def until_waiting_with(self, jobs):
-        """Return once the scheduler is waiting for more although `jobs` jobs are waiting."""
-        with self._waited:
-            assert self._waited.wait_for(lambda: jobs in self.waits, 30), self.waits
+    def until_waiting(self, waits):
+        """Return once the model waits for step number `waits`."""
+        with self._waiting:
+            assert self._waiting.wait_for(lambda: self.waits >= waits, 30), self.waits
+
+    def step(self):
+        """Let the model take one step, and return once it has taken its next rows."""
+        waits = self.waits
+        self._go.release()
+        self.until_waiting(waits + 1)
 
 
-def test_chats_that_answer_just_after_their_batch_ends_share_the_next_one():
-    model = HeldModel()
-    runner = scheduler(model, batch_size=8, batch_wait=60)
-    runner._wake = wake = WatchedWake(runner)
-    first = runner.submit(["first"])
-    assert model.started.wait(10)
-    batch = [runner.submit([f"message {k}"]) for k in range(3)]
-    model.go.set()
-    for each in [first, *batch]:
-        each.result()
-    again = []
-    for k in range(3):  # one after the other, the way their browsers answer
-        again.append(runner.submit([f"again {k}"]))
-        if k < 2:  # the scheduler holds the job for the others rather than start it alone
-            wake.until_waiting_with(k + 1)
-    for each in again:
-        each.result()
-    assert model.batches == [1, 3, 3]
+def test_a_reply_joins_the_running_rows_at_the_next_step_and_an_ended_row_frees_its_place_at_once():
+    model = SteppingRows()
+    runner = scheduler(model, batch_size=2)
+    long = runner.submit(["long", "4"], key="long")
+    model.until_waiting(1)
+    short, later = runner.submit(["short", "1"], key="short"), runner.submit(["later", "2"], key="later")
+    model.step()  # the long reply alone: the others came after its step began
+    model.step()  # the short one joined, and ends: its place is free before the next step
+    assert short.result() == "word" and runner.running("short") is None
+    model.step()
+    model._go.release()  # the last step: the long reply and the later one end together
+    assert long.result() == "word word word word" and later.result() == "word word"
+    assert model.steps == [["long"], ["long", "short"], ["long", "later"], ["long", "later"]]
 
 
 def test_a_full_queue_refuses_a_job_and_keeps_the_others():
@@ -195,24 +233,20 @@ def test_a_lock_timeout_shorter_than_the_time_limit_is_refused(make_app):
         make_app(CHAT_TIME_LIMIT=60, CHAT_LOCK_TIMEOUT=30)
 
 
-def test_no_repeat_ngrams_ignore_left_padding_and_otherwise_ban_what_transformers_bans():
+def test_no_repeat_ngrams_ban_what_transformers_bans():
     import torch
     from transformers import NoRepeatNGramLogitsProcessor
 
-    from webapp.chat_model import NoRepeatNGrams
+    from webapp.chat_model import _Row
 
-    eos, rng = 0, random.Random(4)
-    for _ in range(200):
-        row = [rng.randrange(6) for _ in range(rng.randint(1, 12))]
-        pad = rng.randint(0, 4)
-        scores = torch.zeros(1, 6)
-        expected = NoRepeatNGramLogitsProcessor(3)(torch.tensor([row]), scores.clone())
-        padded = NoRepeatNGrams(3, [pad])(torch.tensor([[eos] * pad + row]), scores.clone())
-        assert torch.equal(padded, expected), (row, pad)
-    # What the padding would add: after "eos A", the prompt's opening "A B" must not ban B.
-    row, scores = [1, 2, eos, 1], torch.zeros(1, 6)
-    assert NoRepeatNGramLogitsProcessor(3)(torch.tensor([[eos] + row]), scores.clone())[0, 2] == -float("inf")
-    assert NoRepeatNGrams(3, [1])(torch.tensor([[eos] + row]), scores.clone())[0, 2] == 0
+    rng = random.Random(4)
+    for _ in range(300):
+        prompt = [rng.randrange(6) for _ in range(rng.randint(1, 12))]
+        row = _Row(job(["unused"]), prompt, 3, None)
+        for _ in range(rng.randint(0, 6)):  # tokens written since the prompt, counted as they come
+            expected = NoRepeatNGramLogitsProcessor(3)(torch.tensor([row.history]), torch.zeros(1, 6))
+            assert sorted(row.banned()) == torch.nonzero(expected[0] == -float("inf")).flatten().tolist()
+            row.append(rng.randrange(6))
 
 
 def test_a_reply_stopped_while_it_waits_never_reaches_the_model_and_ends_empty_and_marked():

@@ -113,9 +113,9 @@ class BeforeEachToken:
         self.model, self.before, self.jobs, self.token = model, before, [], 0
         self._hook = model.model.register_forward_pre_hook(self._before_pass)
 
-    def generate(self, jobs):
+    def generate(self, jobs, more=None):
         self.jobs, self.token = jobs, 0
-        self.model.generate(jobs)
+        self.model.generate(jobs, more)
 
     def _before_pass(self, *_):
         self.token += 1
@@ -183,7 +183,7 @@ def test_a_reply_past_the_time_limit_is_stored_with_a_mark(make_app, tiny_model_
 
 def test_a_failure_in_the_generating_thread_ends_the_stream_with_a_retry(make_app):
     class Broken(ScriptedModel):
-        def generate(self, jobs):
+        def generate(self, jobs, more=None):
             jobs[0].publish("half a")
             raise RuntimeError("CUDA out of memory")
 
@@ -199,7 +199,7 @@ def test_a_stuck_model_ends_the_stream_after_the_time_limit(make_app):
     released = threading.Event()
 
     class Stuck(ScriptedModel):
-        def generate(self, jobs):
+        def generate(self, jobs, more=None):
             jobs[0].deadline = time.monotonic()  # the time limit runs out as the model starts
             jobs[0].publish("half a")  # and the model stops answering after a word
             released.wait(30)

@@ -71,7 +71,6 @@ def create_app(test_config=None):
         CHAT_LOCK_TIMEOUT=120,
         CHAT_LOCK_WAIT=60,
         CHAT_BATCH_SIZE=8,
-        CHAT_BATCH_WAIT=0.1,
         CHAT_QUEUE_SIZE=16,
         CHAT_TIME_LIMIT=60,
         CHAT_STALL_GRACE=5,

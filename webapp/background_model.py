@@ -86,9 +86,9 @@ class BackgroundModel:
             raise ModelError(f"the chat model could not be loaded: {self._error}") from self._error
         return self._model
 
-    def generate(self, jobs):
-        """Generate the replies of a batch of jobs, once the model is ready."""
-        self.get().generate(jobs)
+    def generate(self, jobs, more=None):
+        """Generate the replies of jobs (see `ChatModel.generate`), once the model is ready."""
+        self.get().generate(jobs, more)
 
     @cached_property
     def about(self):

@@ -4,21 +4,23 @@ shared by every request.
 Prompts follow DialoGPT: the conversation's turns, each followed by the tokenizer's eos token,
 trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's context window.
 
-`generate` answers a batch of jobs (see `generation.py`) in one `model.generate`: prompts padded
-on the left with an attention mask, each row stopping on its own at eos or at its job's deadline,
-and each job's text published as its tokens arrive. One `generate` runs at a time per process (a
-lock): torch already spreads one forward pass over every core, so a second concurrent `generate`
-would only slow both down, and a tokenizer or model shared between threads is not documented as
-safe to call concurrently.
+`generate` answers jobs (see `generation.py`) a decoding step at a time for all of them at once
+(continuous batching, as vLLM and TGI schedule): a job that arrives joins at the next step, and a
+row that ends leaves at once. The decoding is transformers' (greedy or sampled, repetition
+penalty, no-repeat n-grams, min new tokens) row by row, so a reply is the same token for token
+alone or beside others. transformers' `generate` cannot take a row in mid-way, and its own
+`ContinuousBatchingManager` took 18 s to start on the CPU and had no no-repeat n-grams
+(bench/README.md), hence this loop. One `generate` runs at a time per process (a lock): torch
+already spreads one forward pass over every core, and a tokenizer or model shared between threads
+is not documented as safe to call concurrently.
 """
 
 import threading
 import time
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList,
-                          StoppingCriteria, StoppingCriteriaList)
-from transformers.generation.streamers import BaseStreamer
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, TemperatureLogitsWarper,
+                          TopKLogitsWarper, TopPLogitsWarper)
 
 from .background_model import DECODING, about
 from .generation import Job, ModelError
@@ -26,70 +28,168 @@ from .generation import Job, ModelError
 TIME_LIMIT = "time limit"
 
 
-class _RowStreamer(BaseStreamer):
-    """Hands each row's new tokens to its job, as text that only ever grows."""
+class _Row:
+    """One reply being generated: its job, its tokens so far, and what decoding bans next."""
 
-    def __init__(self, model, jobs):
-        self.model, self.jobs = model, jobs
-        self.ids = [[] for _ in jobs]
-        self.prompt_seen = False
+    def __init__(self, job, prompt, ngram_size, seed):
+        self.job = job
+        self.ids = []  # the reply's tokens
+        self.length = len(prompt)  # tokens of this row in the cache (left padding excluded)
+        self.history = list(prompt)  # prompt and reply, for the n-grams
+        self.ngram_size = ngram_size
+        self.ngrams = {}  # each (n-1)-gram of the history -> the tokens that followed it
+        for end in range(ngram_size, len(self.history) + 1) if ngram_size else ():
+            self._count_ngram(end)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    def put(self, value):
-        if not self.prompt_seen:  # generate hands over the prompt first
-            self.prompt_seen = True
-            return
-        for row, (job, token) in enumerate(zip(self.jobs, value.tolist())):
-            if job.done:
-                continue
-            if token == self.model.eos:
-                job.finish(self.model.decode(self.ids[row]))
-                continue
-            self.ids[row].append(token)
-            job.tokens = len(self.ids[row])
-            text = self.model.decode(self.ids[row], final=False)
-            if text is not None and text != job.text:
-                job.publish(text)
+    def _count_ngram(self, end):
+        gram = self.history[end - self.ngram_size:end]
+        self.ngrams.setdefault(tuple(gram[:-1]), set()).add(gram[-1])
 
-    def end(self):
-        for row, job in enumerate(self.jobs):
-            job.finish(self.model.decode(self.ids[row]))
+    def banned(self):
+        """The tokens that would repeat an n-gram of the history (transformers' no_repeat_ngram_size)."""
+        if not self.ngram_size or len(self.history) < self.ngram_size - 1:
+            return ()
+        return self.ngrams.get(tuple(self.history[len(self.history) - self.ngram_size + 1:]), ())
+
+    def append(self, token):
+        self.ids.append(token)
+        self.history.append(token)
+        if self.ngram_size and len(self.history) >= self.ngram_size:
+            self._count_ngram(len(self.history))
 
 
-class NoRepeatNGrams(LogitsProcessor):
-    """transformers' `no_repeat_ngram_size`, blind to each row's left padding.
+class _Batch:
+    """The rows being generated together, and their KV cache: rows join and leave between steps.
 
-    The padding is eos tokens, like the turn separators: counted as text, it would make n-grams
-    that the same prompt alone does not have, and a batched reply could differ from a lone one.
+    Rows are aligned on the right: a row shorter than the cache is padded on its left, masked out,
+    and given its own positions, so that each row computes what it would alone. Columns that only
+    padding uses are cut once the rows that needed them have left.
     """
 
-    def __init__(self, size, pads):
-        self.size, self.pads = size, pads
+    def __init__(self, chat):
+        self.chat = chat
+        self.rows = []
+        self.cache = None  # the model's DynamicCache, batch-first
+        self.mask = None  # 1 where a row has a token in the cache, 0 for its left padding
+        self.seen = None  # each row's tokens so far, as a mask over the vocabulary (repetition penalty)
 
-    def __call__(self, input_ids, scores):
-        for row, pad in enumerate(self.pads):
-            tokens = input_ids[row, pad:].tolist()
-            start = len(tokens) - self.size + 1  # where the n-gram being completed starts
-            if start < 0:
-                continue
-            tail = tokens[start:]
-            banned = [tokens[i + self.size - 1] for i in range(start)
-                      if tokens[i:i + self.size - 1] == tail]
-            scores[row, banned] = -float("inf")
-        return scores
+    def join(self, jobs):
+        """Read the prompts of `jobs` in one forward pass (left-padded) and add their rows."""
+        chat = self.chat
+        prompts = [chat.prompt_ids(job.texts) for job in jobs]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[chat.eos] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        output = chat.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                            logits_to_keep=1)
+        rows = [_Row(job, p, chat.no_repeat_ngram_size, chat.seed) for job, p in zip(jobs, prompts)]
+        seen = torch.zeros(len(rows), output.logits.shape[-1], dtype=torch.bool)
+        for k, prompt in enumerate(prompts):
+            seen[k, prompt] = True
+        self._add(rows, output.cache, mask, seen)
+        self._choose(output.logits[:, -1, :], first=len(self.rows) - len(rows))
+
+    def step(self):
+        """One decoding step for every row: each gets its next token."""
+        tokens = torch.tensor([[row.ids[-1]] for row in self.rows])
+        positions = torch.tensor([[row.length] for row in self.rows])
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        output = self.chat.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+                                 cache=self.cache, use_cache=True)
+        for row in self.rows:
+            row.length += 1
+        self._choose(output.logits[:, -1, :])
+
+    def end_expired(self):
+        """End the rows whose job is past its deadline or was stopped, where they are."""
+        for row in self.rows:
+            if row.job.expired():
+                if row.job.stopped is None:
+                    row.job.stopped = TIME_LIMIT
+                self._finish(row)
+        self._drop_finished()
+
+    def _choose(self, scores, first=0):
+        """Pick the next token of rows `first`... from their scores, and hand it to their jobs."""
+        chat, rows, seen = self.chat, self.rows[first:], self.seen[first:]
+        scores = scores.float()
+        if chat.repetition_penalty != 1.0:
+            penalised = torch.where(scores < 0, scores * chat.repetition_penalty, scores / chat.repetition_penalty)
+            scores = torch.where(seen, penalised, scores)
+        for k, row in enumerate(rows):
+            if banned := row.banned():
+                scores[k, list(banned)] = -float("inf")
+            if len(row.ids) < chat.min_new_tokens:
+                scores[k, chat.eos] = -float("inf")
+        if chat.warpers:
+            probabilities = chat.warpers(None, scores).softmax(-1)
+            tokens = [int(torch.multinomial(probabilities[k], 1, generator=row.generator))
+                      for k, row in enumerate(rows)]
+        else:
+            tokens = scores.argmax(-1).tolist()
+        for k, (row, token) in enumerate(zip(rows, tokens)):
+            seen[k, token] = True
+            self._hand_over(row, token)
+        self._drop_finished()
+
+    def _hand_over(self, row, token):
+        chat, job = self.chat, row.job
+        if token == chat.eos:
+            self._finish(row)
+            return
+        row.append(token)
+        job.tokens = len(row.ids)
+        if len(row.ids) >= chat.max_new_tokens:
+            self._finish(row)
+            return
+        text = chat.decode(row.ids, final=False)
+        if text is not None and text != job.text:
+            job.publish(text)
+
+    def _finish(self, row):
+        row.job.finish(self.chat.decode(row.ids))
+
+    def _add(self, rows, cache, mask, seen):
+        if self.cache is None:
+            self.rows, self.cache, self.mask, self.seen = rows, cache, mask, seen
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        self.rows = self.rows + rows
+        self.seen = torch.cat([self.seen, seen])
+
+    def _drop_finished(self):
+        """Free the places of finished rows at once, and the columns only their padding needed."""
+        keep = [k for k, row in enumerate(self.rows) if not row.job.ending]
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[k] for k in keep]
+        if not keep:
+            self.cache = self.mask = self.seen = None
+            return
+        index = torch.tensor(keep)
+        self.cache.batch_select_indices(index)
+        self.mask, self.seen = self.mask[index], self.seen[index]
+        start = int(self.mask.any(0).int().argmax())  # the first column that some row still uses
+        if start:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+            self.mask = self.mask[:, start:]
 
 
-class _Deadlines(StoppingCriteria):
-    """Stops each row whose job is past its deadline or was given up."""
-
-    def __init__(self, jobs, eos):
-        self.jobs, self.eos = jobs, eos
-
-    def __call__(self, input_ids, scores, **kwargs):
-        stop = [job.expired() for job in self.jobs]
-        for job, stopping, last in zip(self.jobs, stop, input_ids[:, -1].tolist()):
-            if stopping and last != self.eos and job.stopped is None:
-                job.stopped = TIME_LIMIT
-        return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
+def _left_pad(tensor, width, dim=2):
+    """`tensor` padded with zeros on the left of dimension `dim` to `width`."""
+    missing = width - tensor.shape[dim]
+    if not missing:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 class ChatModel:
@@ -115,14 +215,21 @@ class ChatModel:
         own = self.model.generation_config
         settings = {name: decoding.get(name) if decoding.get(name) is not None else getattr(own, name, None)
                     for name in DECODING}
-        self.no_repeat_ngram_size = settings.pop("no_repeat_ngram_size") or 0
+        self.no_repeat_ngram_size = settings["no_repeat_ngram_size"] or 0
         if not settings["do_sample"]:
             del settings["temperature"], settings["top_p"]
-        # no_repeat_ngram_size=0: transformers' own would count the left padding (NoRepeatNGrams).
-        self.generation = dict(max_new_tokens=self.max_new_tokens, pad_token_id=self.eos,
-                               eos_token_id=self.eos, no_repeat_ngram_size=0,
+        # The settings as transformers' `generate` takes them (bench/chat.py compares with it).
+        self.generation = dict(max_new_tokens=self.max_new_tokens, pad_token_id=self.eos, eos_token_id=self.eos,
                                **{name: value for name, value in settings.items() if value is not None})
-        self.generation["min_new_tokens"] = self.generation.get("min_new_tokens") or 1
+        self.generation["min_new_tokens"] = self.min_new_tokens = self.generation.get("min_new_tokens") or 1
+        self.repetition_penalty = self.generation.get("repetition_penalty") or 1.0
+        self.warpers = None
+        if self.generation.get("do_sample"):
+            # In generate's order, with its defaults (top_k from the model's generation config).
+            self.warpers = LogitsProcessorList([TemperatureLogitsWarper(self.generation.get("temperature") or 1.0)])
+            if own.top_k:
+                self.warpers.append(TopKLogitsWarper(own.top_k))
+            self.warpers.append(TopPLogitsWarper(self.generation.get("top_p") or 1.0))
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.about = about(source, self.parameters)
         self._lock = threading.Lock()
@@ -150,24 +257,23 @@ class ChatModel:
             return None
         return text.strip()
 
-    def generate(self, jobs):
-        """Generate the replies of a batch of jobs in one go, publishing their text as it grows."""
-        prompts = [self.prompt_ids(job.texts) for job in jobs]
-        width = max(map(len, prompts))
-        pads = [width - len(ids) for ids in prompts]
-        input_ids = torch.tensor([[self.eos] * pad + ids for pad, ids in zip(pads, prompts)])
-        mask = torch.tensor([[0] * pad + [1] * len(ids) for pad, ids in zip(pads, prompts)])
+    def generate(self, jobs, more=None):
+        """Generate the replies of `jobs`, publishing their text as it grows, and of the jobs that
+        `more()` hands over between decoding steps, until none is left.
+
+        Each row leaves as soon as it ends (eos, `max_new_tokens`, its deadline or a stop), and each
+        newcomer's prompt is read before the next step, so a reply waits at most one step to start.
+        """
+        batch = _Batch(self)
         try:
             with self._lock, torch.inference_mode():
-                if self.seed is not None:
-                    torch.manual_seed(self.seed)
-                processors = LogitsProcessorList()
-                if self.no_repeat_ngram_size:
-                    processors.append(NoRepeatNGrams(self.no_repeat_ngram_size, pads))
-                self.model.generate(input_ids, attention_mask=mask, streamer=_RowStreamer(self, jobs),
-                                    logits_processor=processors,
-                                    stopping_criteria=StoppingCriteriaList([_Deadlines(jobs, self.eos)]),
-                                    **self.generation)
+                while jobs or batch.rows:
+                    if jobs:
+                        batch.join(jobs)
+                    batch.end_expired()
+                    if batch.rows:
+                        batch.step()
+                    jobs = more() if more else []
         except Exception as error:
             raise ModelError(str(error)) from error
 

@@ -1,11 +1,12 @@
 """The per-process generation scheduler: replies of different chats batched into one `generate`.
 
 A request never calls the model itself: it submits a `Job` and reads the job's text as it grows.
-One thread per process runs the model; replies that arrive while it is busy wait in a bounded
-queue and go together, up to `CHAT_BATCH_SIZE`, into the next `generate`. On a CPU one decoding
-step of a batch costs less than a step per reply (the weights are read once per step for all
-rows), so batching raises the tokens per second the process serves; by how much depends on the
-CPU (bench/README.md). Each job has a
+One thread per process runs the model. Replies wait in a bounded queue, and the model takes them
+between its decoding steps, up to `CHAT_BATCH_SIZE` rows at a time (`ChatModel.generate`): a reply
+starts at the next step, whatever the others are doing, and a row that ends makes room at once. On
+a CPU one decoding step of a batch costs less than a step per reply (the weights are read once per
+step for all rows), so batching raises the tokens per second the process serves; by how much
+depends on the CPU (bench/README.md). Each job has a
 deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops; its readers give up
 `CHAT_STALL_GRACE` seconds past it if the model stops answering.
 
@@ -152,14 +153,12 @@ def _word_end(text, length):
 
 
 class Scheduler:
-    """Runs every job of this process on one model, in batches, one batch at a time."""
+    """Runs every job of this process on one model, which takes them in between its decoding steps."""
 
-    def __init__(self, model, *, batch_size, queue_size, time_limit, logger, batch_wait=0.0,
-                 stall_grace=5.0, idle_seconds=60.0):
+    def __init__(self, model, *, batch_size, queue_size, time_limit, logger, stall_grace=5.0,
+                 idle_seconds=60.0):
         self.model = model
         self.batch_size = batch_size
-        self.batch_wait = batch_wait
-        self._last_batch, self._last_end = 0, 0.0
         self.queue_size = queue_size
         self.time_limit = time_limit
         self.stall_grace = stall_grace
@@ -214,44 +213,56 @@ class Scheduler:
             if not self._wake.wait_for(lambda: self._waiting, self.idle_seconds):
                 self._thread = None
                 return None
-            # Chatters whose replies just ended often write again at once: give them until
-            # `batch_wait` after that batch to join, or they split into a lone reply and a batch of
-            # the rest for good. An idle model starts at once.
-            expected = min(self._last_batch, self.batch_size)
-            remaining = self._last_end + self.batch_wait - time.monotonic()
-            if remaining > 0:
-                self._wake.wait_for(lambda: len(self._waiting) >= expected, remaining)
-            batch = []
-            while self._waiting and len(batch) < self.batch_size:
-                job = self._waiting.popleft()
-                if job.stopped == STOPPED:  # stopped before it started: an empty reply, marked
-                    job.finish("")
-                    self._jobs.pop(job.key, None)
-                elif job.expired():
-                    job.fail(Overloaded("the reply waited for the model past its time limit"))
-                    self._jobs.pop(job.key, None)
-                else:
-                    batch.append(job)
-            self._last_batch = len(batch)
-            return batch
+            return self._take(self.batch_size)
+
+    def _take(self, room):
+        """Up to `room` waiting jobs that still have time left (the others end here); hold `_wake`."""
+        taken = []
+        while self._waiting and len(taken) < room:
+            job = self._waiting.popleft()
+            if job.stopped == STOPPED:  # stopped before it started: an empty reply, marked
+                job.finish("")
+                self._release(job)
+            elif job.expired():
+                job.fail(Overloaded("the reply waited for the model past its time limit"))
+                self._release(job)
+            else:
+                taken.append(job)
+        return taken
+
+    def _release(self, job):
+        """Forget `job` as the one under way for its key (unless a newer one took its place)."""
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
 
     def _run(self):
         while (batch := self._next_batch()) is not None:
             if not batch:
                 continue
+            running = list(batch)
+
+            def more():
+                """Between two steps: forget the rows that ended, and hand over jobs to fill their places."""
+                with self._wake:
+                    for job in [job for job in running if job.ending]:
+                        running.remove(job)
+                        self._release(job)
+                    joining = self._take(self.batch_size - len(running))
+                running.extend(joining)
+                return joining
+
             try:
-                self.model.generate(batch)
+                self.model.generate(batch, more)
             except Exception as error:  # noqa: BLE001 - nothing else would ever see it
-                self.logger.exception("generation failed for a batch of %d", len(batch))
-                for job in batch:
+                self.logger.exception("generation failed for %d replies", len(running))
+                for job in running:
                     job.fail(ModelError(str(error)))
             finally:
-                for job in batch:
+                for job in running:
                     job.finish(job.text)  # no-op unless the model forgot to finish it
                 with self._wake:
-                    for job in batch:
-                        self._jobs.pop(job.key, None)
-                    self._last_end = time.monotonic()
+                    for job in running:
+                        self._release(job)
 
 
 def init_app(app):
@@ -263,7 +274,7 @@ def init_app(app):
     app.extensions["generation"] = Scheduler(
         app.extensions["chat_model"], batch_size=config["CHAT_BATCH_SIZE"],
         queue_size=config["CHAT_QUEUE_SIZE"], time_limit=config["CHAT_TIME_LIMIT"],
-        batch_wait=config["CHAT_BATCH_WAIT"], stall_grace=config["CHAT_STALL_GRACE"],
+        stall_grace=config["CHAT_STALL_GRACE"],
         logger=app.logger)
 
 
