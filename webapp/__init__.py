@@ -13,7 +13,7 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import background_model, errors, generation, limits, security, stores  # noqa: E402
+from . import api, background_model, errors, generation, limits, security, stores  # noqa: E402
 from .pages import PAGES, home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +103,8 @@ def create_app(test_config=None):
     app.register_blueprint(home.bp)
     for page in PAGES:
         app.register_blueprint(page.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # JSON only, which no cross-site form can send (webapp/api.py)
     limits.init_app(app)
     app.jinja_env.globals["pages"] = PAGES
     return app

@@ -1,6 +1,6 @@
 """Errors rendered in one place: a full page, or a fragment shown in the page's alert region."""
 
-from flask import current_app
+from flask import current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError, ServiceUnavailable
@@ -16,6 +16,7 @@ MESSAGES = {
     404: "There is no page at this address.",
     405: "This address does not accept that kind of request.",
     413: "What you sent is too large.",
+    415: "Send JSON, with Content-Type: application/json.",
     422: "What you sent could not be used.",
     429: "You are sending faster than this demo allows; try again in a moment.",
     500: "Something went wrong on our side. Nothing you had stored was lost; try again.",
@@ -24,18 +25,22 @@ MESSAGES = {
 
 
 def render_error(error, message=None):
-    """Render an HTTP error as a page, or as a fragment retargeted to the alert region."""
+    """Render an HTTP error as a page, as a fragment retargeted to the alert region, or as JSON for the API."""
     code = error.code or 500
     if message is None and error.description != type(error).description:
         message = error.description  # a view's own explanation
     message = message or MESSAGES.get(code) or error.description
-    banner = wants_fragment()
-    response = render("errors/page.html", "errors/_error.html", code,
-                      code=code, name=error.name, message=message, banner=banner)
-    if banner:
-        # The element that asked may be a form or a list: show errors where they are always seen.
-        response.headers["HX-Retarget"] = "#alerts"
-        response.headers["HX-Reswap"] = "innerHTML"
+    if request.path.startswith("/api/"):  # programs get JSON (webapp/api.py)
+        response = jsonify(error=message)
+        response.status_code = code
+    else:
+        banner = wants_fragment()
+        response = render("errors/page.html", "errors/_error.html", code,
+                          code=code, name=error.name, message=message, banner=banner)
+        if banner:
+            # The element that asked may be a form or a list: show errors where they are always seen.
+            response.headers["HX-Retarget"] = "#alerts"
+            response.headers["HX-Reswap"] = "innerHTML"
     for name, value in error.get_headers():
         if name.lower() != "content-type":  # Allow, Retry-After, WWW-Authenticate
             response.headers[name] = value

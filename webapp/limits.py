@@ -23,7 +23,7 @@ from .sessions import CSRF_KEY, session_unavailable
 # A store that fails while the limiter counts (or writes its headers, after the view) is logged and
 # skipped: the view then meets the same failure and answers it with the 503 page, with its headers.
 limiter = Limiter(get_remote_address, swallow_errors=True)
-_per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
+per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
 
 
 def session_key():
@@ -40,7 +40,7 @@ def limited(config_key):
     per_session = limiter.limit(lambda: current_app.config[config_key], key_func=session_key)
 
     def decorate(view):
-        return _per_address(per_session(view))
+        return per_address(per_session(view))
     return decorate
 
 

@@ -16,6 +16,8 @@ from .store_errors import STORE_DOWN, STORE_ERRORS
 MODEL_FAILED = "The model could not answer this time. Your message is kept: retry."
 MODEL_BUSY = ("The model is busy with other chats. Your message is kept: "
               "try again in a few seconds.")
+# What following a reply may raise: outcome() then says what went wrong.
+REPLY_ERRORS = (ModelError, Overloaded, *STORE_ERRORS)
 GONE = "That message is no longer in this chat: it was cleared or has expired."
 
 
@@ -79,7 +81,7 @@ def outcome(reply):
         return reply, None, 200
     try:
         reply.result()
-    except (ModelError, Overloaded, *STORE_ERRORS):
+    except REPLY_ERRORS:
         pass
     message, status = failure(reply)
     turn = None if message else Turn(None, "bot", reply.text, reply.stopped)
@@ -96,7 +98,7 @@ def events(job, interval, pace):
             for piece in job.updates(interval, pace):
                 text += piece
                 yield _event(render_template("chat/_delta.html", turn_id=turn_id, text=text))
-    except (ModelError, Overloaded, *STORE_ERRORS):
+    except REPLY_ERRORS:
         pass  # outcome() says what went wrong
     exchange, message, _ = outcome(job)
     html = render_template("chat/_reply.html", exchange=exchange, failure=message)

@@ -212,6 +212,11 @@ class SqlSessionStore:
                                   fields).rowcount == 0:
                 connection.execute("INSERT INTO sessions (data, expiry, session_id) VALUES (?, ?, ?)", fields)
 
+    def delete(self, sid):
+        """Forget the session `sid`."""
+        with self._db.write() as connection:
+            connection.execute("DELETE FROM sessions WHERE session_id = ?", (KEY_PREFIX + sid,))
+
     @classmethod
     def live_ids(cls):
         """The ids of the stored sessions, as a subquery (for the cleanup of what they kept)."""
@@ -244,6 +249,10 @@ class RedisSessionStore:
     def save(self, sid, values, lifetime):
         """Store the session with an expiry `lifetime` from now."""
         self._client.set(self._prefix + sid, json.dumps(values), px=int(lifetime.total_seconds() * 1000))
+
+    def delete(self, sid):
+        """Forget the session `sid`."""
+        self._client.delete(self._prefix + sid)
 
 
 def session_unavailable():

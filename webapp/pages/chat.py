@@ -36,7 +36,7 @@ def _render(fragment, status=200, **context):
     return render("chat/page.html", fragment, status, **context)
 
 
-def _message_error(text):
+def message_error(text):
     """Why a message cannot be sent, or None."""
     limit = current_app.config["CHAT_MAX_MESSAGE_CHARS"]
     if not text.strip():
@@ -82,7 +82,7 @@ def index():
 def send():
     """Store the user's message; htmx gets it back at once, a plain form also waits for the reply."""
     text = clean(request.form.get("message", ""))
-    error = _message_error(text)
+    error = message_error(text)
     if error:
         return _render("chat/_form.html", 422, error=error, value=text)
     sid = browser_id()
