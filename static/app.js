@@ -52,3 +52,15 @@ document.addEventListener("click", (event) => {
   fetch(button.dataset.url, { method: "POST", headers: { "X-CSRFToken": token }, credentials: "same-origin" })
     .finally(() => { button.disabled = false; });
 });
+
+// The list of conversations starts folded on a narrow screen, where it would push the chat down;
+// it is open otherwise, and without this script.
+const foldConversations = () => {
+  if (!window.matchMedia("(max-width: 47.99rem)").matches) return;
+  for (const list of document.querySelectorAll("details.conversations[open]:not([data-seen])")) {
+    list.open = false;
+    list.dataset.seen = "";
+  }
+};
+foldConversations();
+document.addEventListener("htmx:after:swap", foldConversations);

@@ -487,3 +487,63 @@ def test_browser_like_and_dislike_toggle_and_stay(browser, make_app):
         reply.get_by_role("button", name="Dislike", exact=True, pressed=True).wait_for()
         assert reply.get_by_role("button", name="Like", exact=True, pressed=True).count() == 0
         page.close()
+
+
+# Several conversations
+
+def listed(client):
+    """(number, title) of each conversation the chat page lists, newest first."""
+    page = parse(client.get("/chat").get_data(as_text=True))
+    return [(int(link["href"].split("c=")[1]), link.find("span", class_="title").text)
+            for link in page.find("ol", class_="conversation-list").find_all("a")] \
+        if page.find("ol", class_="conversation-list") else []
+
+
+def shown(client, number):
+    """The conversation a page that shows `number` shows."""
+    return conversation(client.get(f"/chat?c={number}").get_data(as_text=True))
+
+
+def test_each_action_acts_on_the_conversation_its_page_showed_and_no_other(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel()))
+    chat(client, "first chat")
+    assert client.post("/chat/new").headers["Location"] == "/chat"
+    assert log(client) == []  # the new conversation is shown, empty
+    chat(client, "second chat")
+    [(second, _), (first, _)] = listed(client)
+    assert first == 0 and second != 0
+    # A tab still showing the first conversation: its posts say so, whatever this browser shows now.
+    sent = client.post(f"/chat?c={first}", data={"message": "more in the first"}, headers=HTMX)
+    client.post(f"/chat/replies/{turn_id(sent.get_data(as_text=True))}?c={first}", headers=HTMX)
+    assert shown(client, first) == [("You", "first chat"), ("Bot", "reply 1"),
+                                     ("You", "more in the first"), ("Bot", "reply 3")]
+    assert shown(client, second) == [("You", "second chat"), ("Bot", "reply 2")]
+    assert log(client) == shown(client, second)  # the one shown last is this browser's current one
+    turn = turn_id(client.post(f"/chat?c={first}", data={"message": "undo me"}, headers=HTMX).get_data(as_text=True))
+    assert client.post(f"/chat/undo?c={second}", headers=HTMX).status_code == 200  # the second's newest goes
+    assert shown(client, second) == []
+    assert client.post(f"/chat/replies/{turn}/regenerate?c={second}", headers=HTMX).status_code == 409
+    assert client.post(f"/chat/clear?c={first}").status_code == 303
+    assert shown(client, first) == [] and listed(client) == []
+
+
+def test_new_conversations_are_listed_newest_first_by_their_first_message_and_deleted_one_at_a_time(make_app):
+    client = new_client(make_app(CHAT_MODEL=ScriptedModel(), CHAT_MAX_CONVERSATIONS=3))
+    for text in ("one", "two", "three", "four"):
+        client.post("/chat/new")
+        chat(client, f"conversation {text} " + "x" * 60)
+    # Titled by their first message, cut to 40 characters at a word's end.
+    assert [title for _, title in listed(client)] == ["conversation four…", "conversation three…", "conversation two…"]
+    [(four, _), (three, _), (two, _)] = listed(client)
+    assert client.post(f"/chat/conversations/{three}/delete").status_code == 303
+    assert [number for number, _ in listed(client)] == [four, two] and log(client)[0][1].startswith("conversation four")
+    assert client.post(f"/chat/conversations/{four}/delete").status_code == 303  # the one shown
+    assert [number for number, _ in listed(client)] == [two] and log(client)[0][1].startswith("conversation two")
+    assert client.post(f"/chat/conversations/{two}/delete").status_code == 303
+    assert listed(client) == [] and log(client) == []
+
+
+@pytest.mark.parametrize("number", ["abc", "-1", "99999999999", "١"])
+def test_a_conversation_number_that_is_not_one_is_a_404(client, number):
+    assert client.get(f"/chat?c={number}").status_code == 404
+    assert client.post(f"/chat?c={number}", data={"message": "hi"}, headers=HTMX).status_code == 404

@@ -209,6 +209,91 @@ def test_undo_regenerate_and_feedback_change_only_their_turns(make_stores):
     assert within(app, history.remove_last_exchange, "nobody") is None
 
 
+def numbers(app, sid):
+    """The numbers of a session's conversations, newest first."""
+    return [each.number for each in within(app, stores(app).history.conversations, sid)]
+
+
+def test_a_session_keeps_several_conversations_each_listed_by_its_first_message_newest_first(make_stores):
+    app = make_stores()
+    history = stores(app).history
+
+    def talk():
+        first = history.add_user_turn("s", "about cats")
+        history.add_user_turn("s", "about dogs", conversation=7)
+        history.add_reply("s", first.id, "meow")  # the first conversation is now the last one used
+        history.add_user_turn("other", "not mine", conversation=7)
+        return history.conversations("s")
+
+    listed = within(app, talk)
+    assert [(each.number, each.title) for each in listed] == [(0, "about cats"), (7, "about dogs")]
+    assert listed[0].used >= listed[1].used
+    texts = within(app, lambda: [[e.user.text for e in history.exchanges("s", n)] for n in (0, 7)])
+    assert texts == [["about cats"], ["about dogs"]]
+    within(app, history.clear, "s", 7)
+    assert numbers(app, "s") == [0] and numbers(app, "other") == [7]
+    assert within(app, history.remove_last_exchange, "s", 7) is None
+
+
+def test_past_the_cap_the_least_recently_used_conversations_go(make_stores):
+    app = make_stores(CHAT_MAX_CONVERSATIONS=3)
+    history = stores(app).history
+
+    def talk():
+        for number in (1, 2, 3):
+            history.add_user_turn("s", f"chat {number}", conversation=number)
+        history.add_user_turn("s", "chat 1 again", conversation=1)  # chat 2 is now the least recent
+        history.add_user_turn("s", "chat 4", conversation=4)
+
+    within(app, talk)
+    assert numbers(app, "s") == [4, 1, 3]
+    assert within(app, history.exchanges, "s", 2) == []
+
+
+def test_every_conversation_of_a_session_ends_with_it(make_stores):
+    app = make_stores()
+    client = new_client(app)
+    chat(client, "in the first")
+    assert client.post("/chat/new").status_code == 303
+    chat(client, "in the second")
+    sid = client.get_cookie("session").value
+    assert len(numbers(app, sid)) == 2
+    expire_sessions(app)
+    assert numbers(app, sid) == [] and user_texts(app, sid) == []
+
+
+def test_redis_pushes_the_expiry_of_every_conversation_of_a_session_forward_together(make_app, redis_config):
+    app = make_app(**redis_config, CHAT_MODEL=ScriptedModel())
+    history = stores(app).history
+    prefix = redis_config["REDIS_KEY_PREFIX"]
+    within(app, history.add_user_turn, "s", "long ago")
+    within(app, history.add_user_turn, "s", "today", 5)
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as client:
+        client.expire(prefix + "chat:s", 10)  # as if its last use were long ago
+        within(app, history.add_user_turn, "s", "today again", 5)
+        lifetime = app.permanent_session_lifetime.total_seconds()
+        assert [client.ttl(key) > lifetime - 60 for key in (prefix + "chat:s", prefix + "chat:s:5", prefix + "chats:s")] == [True] * 3
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_a_conversation_kept_before_there_could_be_several_is_the_first_one(backend, make_app, request, tmp_path):
+    if backend == "redis":  # a history list, with no list of conversations yet
+        redis_config = request.getfixturevalue("redis_config")
+        app = make_app(**redis_config, CHAT_MODEL=ScriptedModel())
+        with redis.Redis.from_url(redis_config["REDIS_URL"]) as client:
+            client.rpush(redis_config["REDIS_KEY_PREFIX"] + "chat:old", '{"id": 1, "role": "user", "text": "from before"}')
+    else:  # embedded: a database whose chat_turns table has no conversation column
+        import sqlite3
+        with sqlite3.connect(tmp_path / "hxstate.sqlite3") as db:
+            db.execute("CREATE TABLE chat_turns (id INTEGER PRIMARY KEY, sid VARCHAR(255) NOT NULL, role VARCHAR(8) NOT NULL, "
+                       "text TEXT NOT NULL, reply_to INTEGER, note VARCHAR(40), feedback VARCHAR(8), created DATETIME NOT NULL)")
+            db.execute("INSERT INTO chat_turns (sid, role, text, created) VALUES ('old', 'user', 'from before', '2026-01-01 00:00:00.000000')")
+        app = make_app(CHAT_MODEL=ScriptedModel())
+    history = stores(app).history
+    assert [(each.number, each.title) for each in within(app, history.conversations, "old")] == [(0, "from before")]
+    assert within(app, lambda: [e.user.text for e in history.exchanges("old")]) == ["from before"]
+
+
 def expire_sessions(app):
     """Let the lifetime of every stored session pass, as each backend lets it."""
     if app.config["REDIS_URL"]:

@@ -348,6 +348,99 @@ def test_both_pages_work_through_plain_forms_without_javascript(browser, make_ap
         context.close()
 
 
+def listed(page):
+    """The titles in the page's list of conversations, as shown (newest first)."""
+    return page.locator(".conversation-list .title").all_inner_texts()
+
+
+def shown(page):
+    """The texts of the conversation the page shows."""
+    return page.locator("#chat-log .bubble .text").all_inner_texts()
+
+
+@pytest.mark.browser
+def test_several_conversations_start_switch_and_delete_without_leaving_the_page(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("cats reply", "dogs reply"))) as url:
+        page = browser.new_page(viewport=DESKTOP)
+        watch_csp(page)
+        page.goto(f"{url}/chat")
+        page.evaluate("window.__sameDocument = true")
+        type_message(page, "about cats")
+        page.locator(".bubble.bot", has_text="cats reply").wait_for()
+        page.locator(".conversation-list .title", has_text="about cats").wait_for()  # listed with its first message
+
+        page.click("text=New chat")
+        page.locator("#chat-log:empty").wait_for(state="attached")
+        assert listed(page) == ["about cats"]  # a new conversation is listed once it holds a message
+        type_message(page, "about dogs")
+        page.locator(".bubble.bot", has_text="dogs reply").wait_for()
+        page.locator(".conversation-list li", has_text="about dogs").wait_for()
+        assert listed(page) == ["about dogs", "about cats"]  # newest first
+
+        page.click(".conversation-list a:has-text('about cats')")
+        page.locator(".conversation-list a[aria-current=page]", has_text="about cats").wait_for()
+        assert shown(page) == ["about cats", "cats reply"]
+        assert page.evaluate("window.__sameDocument") is True  # swapped by htmx, not reloaded
+
+        item = page.locator(".conversation-list li", has_text="about dogs")
+        item.locator("summary").click()
+        item.locator("text=Yes, delete").click()
+        item.wait_for(state="detached")
+        assert listed(page) == ["about cats"] and shown(page) == ["about cats", "cats reply"]
+        page.reload()
+        assert listed(page) == ["about cats"] and shown(page) == ["about cats", "cats reply"]
+        assert page.evaluate("window.__violations") == []
+        page.close()
+
+
+@pytest.mark.browser
+def test_several_conversations_work_through_links_and_forms_without_javascript(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel("first reply", "second reply"))) as url:
+        context = browser.new_context(java_script_enabled=False)
+        page = context.new_page()
+        page.goto(f"{url}/chat")
+        for message in ("the first one", "the second one"):
+            with page.expect_navigation():
+                page.click("text=New chat")
+            assert shown(page) == []
+            page.fill("#message", message)
+            with page.expect_navigation():
+                page.click("text=Send")
+        assert listed(page) == ["the second one", "the first one"]
+        assert shown(page) == ["the second one", "second reply"]
+        with page.expect_navigation():
+            page.click(".conversation-list a:has-text('the first one')")
+        assert shown(page) == ["the first one", "first reply"]
+        with page.expect_navigation():  # Clear empties the conversation shown, and only it
+            page.click("text=Clear")
+        assert shown(page) == [] and listed(page) == ["the second one"]
+        item = page.locator(".conversation-list li", has_text="the second one")
+        item.locator("summary").click()  # the confirmation opens without any script
+        with page.expect_navigation():
+            item.locator("text=Yes, delete").click()
+        assert listed(page) == [] and shown(page) == []
+        context.close()
+
+
+@pytest.mark.browser
+def test_the_list_of_conversations_folds_on_a_phone_and_opens_on_demand(browser, make_app):
+    with serve(make_app(CHAT_MODEL=ScriptedModel())) as url:
+        page = browser.new_page(viewport=PHONE)
+        page.goto(f"{url}/chat")
+        type_message(page, "hello from a phone")
+        page.locator(".bubble.bot", has_text="reply 1").wait_for()
+        assert page.locator(".conversations").get_attribute("open") is None
+        assert not page.locator(".conversation-list").is_visible() and page.locator("#message").is_visible()
+        page.click(".conversations > summary")
+        page.locator(".conversation-list .title", has_text="hello from a phone").wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        desktop = browser.new_page(viewport=DESKTOP)
+        desktop.goto(f"{url}/chat")
+        assert desktop.locator(".conversations").get_attribute("open") is not None
+        desktop.close()
+        page.close()
+
+
 @pytest.mark.browser
 def test_htmx_interactions_never_load_a_new_document(browser, make_app):
     with serve(make_app(CHAT_MODEL=ScriptedModel("no reload needed"))) as url:

@@ -68,6 +68,7 @@ def create_app(test_config=None):
         CHAT_SEED=None,
         CHAT_MAX_MESSAGE_CHARS=1000,
         CHAT_HISTORY_MAX_TURNS=200,
+        CHAT_MAX_CONVERSATIONS=20,
         CHAT_LOCK_TIMEOUT=120,
         CHAT_LOCK_WAIT=60,
         CHAT_BATCH_SIZE=8,

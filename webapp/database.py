@@ -169,6 +169,8 @@ def create_tables(engine):
             for column in table.columns:
                 if column.name not in present:
                     kind = column.type.compile(engine.dialect)
+                    if column.server_default is not None:  # what the rows already there get
+                        kind += f" NOT NULL DEFAULT {column.server_default.arg}"
                     connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
 

@@ -21,9 +21,9 @@ REPLY_ERRORS = (ModelError, Overloaded, *STORE_ERRORS)
 GONE = "That message is no longer in this chat: it was cleared or has expired."
 
 
-def start(sid, turn_id):
-    """The job writing the reply to one of this session's messages (started now, or already under
-    way), or the exchange if its reply is already stored."""
+def start(sid, turn_id, conversation=0):
+    """The job writing the reply to one of the messages of a session's conversation (started now,
+    or already under way), or the exchange if its reply is already stored."""
     scheduler = current_scheduler()
     running = scheduler.running((sid, turn_id))
     if running is not None:
@@ -31,7 +31,7 @@ def start(sid, turn_id):
     history = current_history()
     release = current_locks().acquire(sid)
     try:
-        exchanges = history.exchanges(sid)
+        exchanges = history.exchanges(sid, conversation)
         index = next((i for i, e in enumerate(exchanges) if e.user.id == turn_id), None)
         if index is None:
             abort(404, GONE)
@@ -40,7 +40,7 @@ def start(sid, turn_id):
             return exchanges[index]
         texts = [turn.text for e in exchanges[:index + 1] for turn in (e.user, e.reply) if turn]
         try:
-            return scheduler.submit(texts, key=(sid, turn_id), on_done=_saver(sid, turn_id, release))
+            return scheduler.submit(texts, key=(sid, turn_id), on_done=_saver(sid, turn_id, conversation, release))
         except Overloaded:
             abort(503, MODEL_BUSY)
     except BaseException:
@@ -48,7 +48,7 @@ def start(sid, turn_id):
         raise
 
 
-def _saver(sid, turn_id, release):
+def _saver(sid, turn_id, conversation, release):
     """What a job does when it ends: save its reply, if it has one, then free its chat."""
     app = current_app._get_current_object()
 
@@ -56,7 +56,7 @@ def _saver(sid, turn_id, release):
         with app.app_context():
             try:
                 if job.error is None:
-                    current_history().add_reply(sid, turn_id, job.text, job.stopped)
+                    current_history().add_reply(sid, turn_id, job.text, job.stopped, conversation)
             finally:
                 release()
     return save
@@ -88,7 +88,7 @@ def outcome(reply):
     return Exchange(Turn(reply.key[1], "user", ""), turn), message, status
 
 
-def events(job, interval, pace):
+def events(job, interval, pace, conversation=0):
     """The reply as server-sent events: the text so far each time it grows, then the finished
     bubble; each rendered as Markdown, so that half-written emphasis or code ends as it will stay."""
     yield ": generating\n\n"  # a comment, so that the headers go out before the first token
@@ -101,7 +101,7 @@ def events(job, interval, pace):
     except REPLY_ERRORS:
         pass  # outcome() says what went wrong
     exchange, message, _ = outcome(job)
-    html = render_template("chat/_reply.html", exchange=exchange, failure=message)
+    html = render_template("chat/_reply.html", exchange=exchange, failure=message, conversation=conversation)
     if not message:  # as every fragment of a success does (rendering.py)
         html += render_template("_partials/alerts_cleared.html")
     yield _event(html)

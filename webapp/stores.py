@@ -9,7 +9,7 @@ and machines. Each store has one interface and its two implementations side by s
 | --- | --- | --- | --- |
 | score board | `submit`, `snapshot` | `score_board.SqlScoreBoard` | `score_board.RedisScoreBoard` |
 | global values | `get`, `update` | `state.SqlStateStore` | `state.RedisStateStore` |
-| chat history | `exchanges`, `add_user_turn`, `add_reply`, ... | `chat_history.SqlChatHistory` | `chat_history.RedisChatHistory` |
+| chat history | `conversations`, `exchanges`, `add_user_turn`, `add_reply`, ... | `chat_history.SqlChatHistory` | `chat_history.RedisChatHistory` |
 | reply locks | `acquire`, `hold` | `reply_locks.ProcessLocks` | `reply_locks.RedisLocks` |
 | sessions | `load`, `save` (under `sessions.Sessions`) | `sessions.SqlSessionStore` | `sessions.RedisSessionStore` |
 | rate limits | a storage URI of the `limits` package | `memory://` | the Redis URL |
@@ -46,7 +46,7 @@ def _embedded(app):
     return Stores(
         board=score_board.SqlScoreBoard(db, config["SCORE_BOARD_SIZE"]),
         values=state.SqlStateStore(db),
-        history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"]),
+        history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_MAX_CONVERSATIONS"]),
         locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
         sessions=sessions.SqlSessionStore(db),
         limits_uri="memory://",
@@ -61,6 +61,7 @@ def _redis(app, url):
         board=score_board.RedisScoreBoard(client, prefix, config["SCORE_BOARD_SIZE"]),
         values=state.RedisStateStore(client, prefix),
         history=chat_history.RedisChatHistory(client, prefix, config["CHAT_HISTORY_MAX_TURNS"],
+                                              config["CHAT_MAX_CONVERSATIONS"],
                                               int(app.permanent_session_lifetime.total_seconds())),
         locks=reply_locks.RedisLocks(client, prefix, config["CHAT_LOCK_TIMEOUT"], config["CHAT_LOCK_WAIT"]),
         sessions=sessions.RedisSessionStore(client, prefix),

@@ -1,12 +1,13 @@
-"""The chat page: session state, one conversation per browser, answered by the model of this process."""
+"""The chat page: session state, several conversations per browser, answered by the model of this process."""
 
+import re
 from dataclasses import replace
 
 from flask import Blueprint, abort, current_app, redirect, request, stream_with_context, url_for
 
 from .. import replies
 from ..background_model import current_model
-from ..chat_history import Exchange, current_history
+from ..chat_history import Exchange, current_history, new_conversation_number
 from ..chat_markdown import render_markdown
 from ..generation import Job, current_scheduler
 from ..limits import limited
@@ -22,15 +23,43 @@ TITLE = "Chat"
 DESCRIPTION = "Session state: a chatbot whose history belongs to your browser alone."
 # The message Undo took back, kept for the page that follows a form post without JavaScript.
 draft = SessionState("chat.draft", default="")
+# The conversation this browser shows at /chat: the one it last chose, started or wrote in.
+current = SessionState("chat.conversation", default=0)
 FEEDBACK = ("like", "dislike")
 STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any good movies lately?")
 
 
+def _chosen():
+    """The conversation a request acts on: the one its page showed (`?c=`), else the current one."""
+    number = request.args.get("c")
+    if number is None:
+        return current.get()
+    if not re.fullmatch(r"[0-9]{1,10}", number) or int(number) >= 2 ** 31:
+        abort(404, "There is no conversation with that number.")
+    return int(number)
+
+
+def _choose(number):
+    """Make `number` this browser's current conversation."""
+    if current.get() != number:
+        current.set(number)
+
+
+def _acting_on():
+    """This browser's id and the conversation a post acts on, which becomes its current one (so that
+    the page a post without JavaScript is sent back to shows it)."""
+    sid, conversation = browser_id(), _chosen()
+    _choose(conversation)
+    return sid, conversation
+
+
 def _render(fragment, status=200, **context):
     """Render the chat page, or one of its fragments for htmx."""
+    conversation = context.setdefault("conversation", _chosen())
+    sid = known_browser_id()
     if "exchanges" not in context:
-        sid = known_browser_id()
-        context["exchanges"] = current_history().exchanges(sid) if sid else []
+        context["exchanges"] = current_history().exchanges(sid, conversation) if sid else []
+    context["conversations"] = current_history().conversations(sid) if sid else []
     context.setdefault("model_about", getattr(current_model(), "about", None))
     context.setdefault("starters", STARTERS)
     return render("chat/page.html", fragment, status, **context)
@@ -51,7 +80,7 @@ def message_error(text):
 def _stream(job):
     """Stream a reply as it is written; the job saves it whether the browser stays or not."""
     config = current_app.config
-    events = replies.events(job, config["CHAT_STREAM_INTERVAL"], config["CHAT_STREAM_PACE"])
+    events = replies.events(job, config["CHAT_STREAM_INTERVAL"], config["CHAT_STREAM_PACE"], _chosen())
     response = current_app.response_class(stream_with_context(events), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # proxies must pass each event on at once
@@ -59,10 +88,10 @@ def _stream(job):
     return response
 
 
-def _after_plain_post(sid, turn_id):
+def _after_plain_post(sid, turn_id, conversation):
     """Answer a form sent without JavaScript once the reply is made: post/redirect/get, or the
     page with the failure shown."""
-    _, failure, status = replies.outcome(replies.start(sid, turn_id))
+    _, failure, status = replies.outcome(replies.start(sid, turn_id, conversation))
     if failure:
         return _render("chat/_log.html", status, failures={turn_id: failure})
     return redirect(url_for("chat.index"), 303)
@@ -70,11 +99,35 @@ def _after_plain_post(sid, turn_id):
 
 @bp.get("/chat")
 def index():
-    """Show this browser's conversation and the message box (with a message Undo put back)."""
+    """Show this browser's conversations and the chosen one (`?c=`, else the current one), with the
+    message box (holding a message Undo put back)."""
+    conversation = _chosen()
+    if "c" in request.args:
+        _choose(conversation)
     value = draft.get()
     if value:
         draft.set("")
-    return _render("chat/_log.html", value=value)
+    return _render("chat/_log.html", value=value, conversation=conversation)
+
+
+@bp.post("/chat/new")
+def new():
+    """Start a new conversation: it is shown, and listed once it holds a message."""
+    _choose(new_conversation_number())
+    return redirect(url_for("chat.index"), 303)
+
+
+@bp.post("/chat/conversations/<int:number>/delete")
+def delete(number):
+    """Delete one of this browser's conversations; the most recent other one is shown next."""
+    sid = browser_id()
+    history = current_history()
+    with current_locks().hold(sid):
+        history.clear(sid, number)
+    if current.get() == number:
+        left = history.conversations(sid)
+        _choose(left[0].number if left else new_conversation_number())
+    return redirect(url_for("chat.index"), 303)
 
 
 @bp.post("/chat")
@@ -85,11 +138,11 @@ def send():
     error = message_error(text)
     if error:
         return _render("chat/_form.html", 422, error=error, value=text)
-    sid = browser_id()
-    turn = current_history().add_user_turn(sid, text.strip())
+    sid, conversation = _acting_on()
+    turn = current_history().add_user_turn(sid, text.strip(), conversation)
     if wants_fragment():
         return _render("chat/_sent.html", exchanges=[], exchange=Exchange(turn, None))
-    return _after_plain_post(sid, turn.id)
+    return _after_plain_post(sid, turn.id, conversation)
 
 
 @bp.post("/chat/replies/<int:turn_id>")
@@ -99,14 +152,15 @@ def reply(turn_id):
 
     htmx with its event-stream extension gets the reply streamed as it is written.
     """
-    sid = browser_id()
+    sid, conversation = _acting_on()
     if not wants_fragment():
-        return _after_plain_post(sid, turn_id)
-    reply = replies.start(sid, turn_id)
+        return _after_plain_post(sid, turn_id, conversation)
+    reply = replies.start(sid, turn_id, conversation)
     if isinstance(reply, Job) and "text/event-stream" in request.headers.get("Accept", ""):
         return _stream(reply)
     exchange, failure, status = replies.outcome(reply)
-    response = _render("chat/_reply.html", status, failure=failure, exchanges=[], exchange=exchange)
+    response = _render("chat/_reply.html", status, failure=failure, exchanges=[], exchange=exchange,
+                       conversation=conversation)
     response.vary.add("Accept")
     return response
 
@@ -125,15 +179,15 @@ def stop(turn_id):
 @limited("CHAT_RATE_LIMIT")
 def regenerate(turn_id):
     """Forget the newest reply and ask the model for it again."""
-    sid = browser_id()
+    sid, conversation = _acting_on()
     history = current_history()
     with current_locks().hold(sid):
-        exchanges = history.exchanges(sid)
+        exchanges = history.exchanges(sid, conversation)
         if not exchanges or exchanges[-1].user.id != turn_id or exchanges[-1].reply is None:
             abort(409, "Only the newest reply, once written, can be asked for again.")
-        history.remove_reply(sid, turn_id)
+        history.remove_reply(sid, turn_id, conversation)
     if not wants_fragment():
-        return _after_plain_post(sid, turn_id)
+        return _after_plain_post(sid, turn_id, conversation)
     return _render("chat/_reply.html", exchanges=[], exchange=Exchange(exchanges[-1].user, None))
 
 
@@ -144,13 +198,13 @@ def feedback(turn_id):
     choice = request.form.get("feedback")
     if choice not in FEEDBACK:
         abort(422, "Feedback is either like or dislike.")
-    sid = browser_id()
+    sid, conversation = _acting_on()
     history = current_history()
-    exchange = next((e for e in history.exchanges(sid) if e.user.id == turn_id and e.reply), None)
+    exchange = next((e for e in history.exchanges(sid, conversation) if e.user.id == turn_id and e.reply), None)
     if exchange is None:
         abort(404, "That reply is no longer in this chat: it was cleared or has expired.")
     chosen = None if exchange.reply.feedback == choice else choice
-    history.set_feedback(sid, turn_id, chosen)
+    history.set_feedback(sid, turn_id, chosen, conversation)
     if not wants_fragment():
         return redirect(url_for("chat.index", _anchor=f"exchange-{turn_id}"), 303)
     return _render("chat/_reply.html", exchanges=[],
@@ -161,10 +215,10 @@ def feedback(turn_id):
 @limited("CHAT_RATE_LIMIT")
 def undo():
     """Take back the newest message and its reply; the message goes back into the box."""
-    sid = browser_id()
+    sid, conversation = _acting_on()
     history = current_history()
     with current_locks().hold(sid):
-        text = history.remove_last_exchange(sid) or ""
+        text = history.remove_last_exchange(sid, conversation) or ""
     if wants_fragment():
         return _render("chat/_undone.html", value=text)
     draft.set(text)
@@ -173,11 +227,11 @@ def undo():
 
 @bp.post("/chat/clear")
 def clear():
-    """Forget this browser's conversation, and only this browser's."""
-    sid = browser_id()
+    """Forget the turns of this browser's conversation, and only this browser's."""
+    sid, conversation = _acting_on()
     history = current_history()
     with current_locks().hold(sid):
-        history.clear(sid)
+        history.clear(sid, conversation)
     if wants_fragment():
         return _render("chat/_cleared.html", exchanges=[])
     return redirect(url_for("chat.index"), 303)
