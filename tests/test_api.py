@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from conftest import ROOT, free_port, gunicorn_serving, stop, wait_until_serving
+from conftest import ROOT, ScriptedModel, free_port, gunicorn_serving, stop, wait_until_serving
 from stepped_model import WORDS
 
 JSON = {"Content-Type": "application/json"}
@@ -178,3 +178,21 @@ def test_a_busy_model_and_the_rate_limit_answer_json_with_retry_after_and_store_
         status, headers, body = call(port, "POST", "/api/chat", {"message": "hello"})
         assert status == 429 and "faster" in body["error"] and 1 <= int(headers["Retry-After"]) <= 60
         assert stored(database) == (0, 0)
+
+
+def test_the_chat_rate_limit_counts_per_conversation_and_per_address_for_new_ones(make_app):
+    app = make_app(CHAT_MODEL=ScriptedModel(), RATELIMIT_ENABLED=True, CHAT_RATE_LIMIT="2/minute",
+                   ADDRESS_RATE_LIMIT="100/minute")
+    client = app.test_client()
+
+    def post(**body):
+        response = client.post("/api/chat", json={"message": "hello", **body})
+        return response.status_code, response.get_json()
+
+    status, started = post()  # counted under the address: it names no conversation yet
+    key = started["conversation"]
+    assert [post(conversation=key)[0] for _ in range(3)] == [200, 200, 429]
+    assert post()[0] == 200  # the address's second new conversation
+    status, refused = post()
+    assert status == 429 and "try again in" in refused["error"]
+    assert post(conversation=key)[0] == 429  # still over its own limit
