@@ -207,11 +207,16 @@ def test_expired_sessions_and_their_turns_are_removed(make_app):
     assert log(gone) == []
 
 
-def test_requests_remove_expired_sessions_by_themselves(make_app):
+def test_posts_remove_expired_sessions_by_themselves_and_pages_never_pay_for_it(make_app):
     app = make_app(SESSION_CLEANUP_EVERY=1, CHAT_MODEL=ScriptedModel())
     chat(new_client(app), "soon forgotten")
     set_expiry(app, utcnow() - timedelta(minutes=1))  # as if its lifetime had passed
-    new_client(app)  # any request now cleans up
+    client = new_client(app)
+    for path in ("/chat", "/scores", "/scores.json"):
+        client.get(path)
+    with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM chat_turns").scalar() == 2  # still there
+    client.post("/scores", data={"score": "1"}, headers=HTMX)  # any post now cleans up
     result = app.test_cli_runner().invoke(args=["cleanup-sessions"])
     assert result.exit_code == 0 and ": 0 turns" in result.output
 

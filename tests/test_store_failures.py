@@ -172,7 +172,7 @@ def test_an_unwritable_instance_folder_fails_only_what_needs_state_and_recovers(
         assert_store_down(client.post("/words", data={"text": "three"}, headers=HTMX), fragment=True)
         assert_store_down(client.post("/scores", data={"score": "6"}, headers=HTMX), fragment=True)
         assert_store_down(client.post("/chat", data={"message": "lost?"}, headers=HTMX), fragment=True)
-        # No state needed: the cleanup that every request may run (here: each) does not fail them.
+        # No state needed: they do not fail.
         for path in ("/static/app.css", "/no-such-page"):
             response = client.get(path)
             body = response.get_data(as_text=True)

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 import click
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, request
 from flask.cli import with_appcontext
 
 from .database import Base, database, utcnow
@@ -370,9 +370,10 @@ def _is_reply_to(turn, user_turn_id):
 
 
 def maybe_delete_expired():
-    """Now and then, on a request, remove what expired sessions left behind."""
+    """Now and then, on a post, remove what expired sessions left behind."""
     every = current_app.config["SESSION_CLEANUP_EVERY"]
-    if every and random.randrange(every) == 0:
+    # Only posts store sessions and turns, so only they need to make room; a poll or a page never pays.
+    if every and request.method == "POST" and random.randrange(every) == 0:
         try:
             current_history().delete_expired()
         except STORE_ERRORS as error:  # housekeeping: the request itself may need no store at all

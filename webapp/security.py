@@ -44,6 +44,9 @@ def _refuse_other_origins():
         abort(403, "Requests sent from other sites are refused: use this site's own pages.")
 
 
+_BODILESS = ("GET", "HEAD", "OPTIONS")
+
+
 def _refuse_cut_bodies():
     """Read a body sent without Content-Length (chunked) whole before anything parses it.
 
@@ -51,6 +54,9 @@ def _refuse_cut_bodies():
     and refuses it (413) only on the next one: the form parser, which reads once, would take a body
     cut at the limit for the whole of it.
     """
+    # A GET's body is never read here, and reading it would cost every poll.
+    if request.method in _BODILESS:
+        return
     if request.content_length is None and request.environ.get("wsgi.input_terminated"):
         request.get_data(cache=True)  # what the form is then parsed from
         request.stream.read(1)  # raises RequestEntityTooLarge if the body went on past the limit
