@@ -26,6 +26,8 @@ draft = SessionState("chat.draft", default="")
 # The conversation this browser shows at /chat: the one it last chose, started or wrote in.
 current = SessionState("chat.conversation", default=0)
 FEEDBACK = ("like", "dislike")
+# The fragments that bring the list of conversations with them (the page always does).
+_LISTING = ("chat/_sent.html", "chat/_cleared.html", "chat/_undone.html")
 STARTERS = ("Hi! How are you?", "What do you do for fun?", "Have you seen any good movies lately?")
 
 
@@ -59,7 +61,8 @@ def _render(fragment, status=200, **context):
     sid = known_browser_id()
     if "exchanges" not in context:
         context["exchanges"] = current_history().exchanges(sid, conversation) if sid else []
-    context["conversations"] = current_history().conversations(sid) if sid else []
+    if not wants_fragment() or fragment in _LISTING:
+        context["conversations"] = current_history().conversations(sid) if sid else []
     context.setdefault("model_about", getattr(current_model(), "about", None))
     context.setdefault("starters", STARTERS)
     return render("chat/page.html", fragment, status, **context)
