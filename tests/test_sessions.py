@@ -200,8 +200,8 @@ def test_a_cleanup_during_a_new_browsers_first_message_keeps_the_message(make_ap
     history = app.extensions["stores"].history
     add_user_turn = history.add_user_turn
 
-    def add_then_clean_up(sid, text):  # another request's cleanup, right after the message is stored
-        turn = add_user_turn(sid, text)
+    def add_then_clean_up(sid, text, conversation=0):  # another request's cleanup, right after the message is stored
+        turn = add_user_turn(sid, text, conversation)
         history.delete_expired()
         return turn
 
