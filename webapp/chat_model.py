@@ -9,7 +9,8 @@ trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's 
 row that ends leaves at once. The decoding is transformers' (greedy or sampled, repetition
 penalty, no-repeat n-grams, min new tokens) row by row, so a reply is the same token for token
 alone or beside others. transformers' `generate` cannot take a row in mid-way, and its own
-`ContinuousBatchingManager` took 18 s to start on the CPU and had no no-repeat n-grams
+`ContinuousBatchingManager` does not decode as the shipped model needs: it drops the repetition
+penalty, ignores min new tokens, and its no-repeat n-grams fail the whole batch from three rows on
 (bench/README.md), hence this loop. One `generate` runs at a time per process (a lock): torch
 already spreads one forward pass over every core, and a tokenizer or model shared between threads
 is not documented as safe to call concurrently.
