@@ -66,10 +66,11 @@ def raw_limits(model_dir, tokens, repeats):
             output = model.model.generate(ids, attention_mask=torch.ones_like(ids), **settings)
             assert output.shape[1] == ids.shape[1] + count
 
-        generate()  # warm-up
-        prefill = statistics.median(timed(lambda: generate(1), repeats))
-        raw = {rows: statistics.median(timed(lambda: generate(rows=rows), max(1, repeats // rows)))
-               for rows in (1, 4, 8)}
+        raw = {}
+        for rows in (1, 4, 8):
+            generate(rows=rows)  # warm-up: each batch shape's first run costs more
+            raw[rows] = statistics.median(timed(lambda: generate(rows=rows), max(3, repeats)))
+        prefill = statistics.median(timed(lambda: generate(1), max(3, repeats)))
     return prefill, (raw[1] - prefill) / (tokens - 1), raw
 
 

@@ -37,6 +37,7 @@ class _Row:
         self.ids = []  # the reply's tokens
         self.length = len(prompt)  # tokens of this row in the cache (left padding excluded)
         self.history = list(prompt)  # prompt and reply, for the n-grams
+        self.seen = set(prompt)  # for the repetition penalty
         self.ngram_size = ngram_size
         self.ngrams = {}  # each (n-1)-gram of the history -> the tokens that followed it
         for end in range(ngram_size, len(self.history) + 1) if ngram_size else ():
@@ -56,6 +57,7 @@ class _Row:
     def append(self, token):
         self.ids.append(token)
         self.history.append(token)
+        self.seen.add(token)
         if self.ngram_size and len(self.history) >= self.ngram_size:
             self._count_ngram(len(self.history))
 
@@ -73,7 +75,6 @@ class _Batch:
         self.rows = []
         self.cache = None  # the model's DynamicCache, batch-first
         self.mask = None  # 1 where a row has a token in the cache, 0 for its left padding
-        self.seen = None  # each row's tokens so far, as a mask over the vocabulary (repetition penalty)
 
     def join(self, jobs):
         """Read the prompts of `jobs` in one forward pass (left-padded) and add their rows."""
@@ -86,10 +87,7 @@ class _Batch:
         output = chat.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                             logits_to_keep=1)
         rows = [_Row(job, p, chat.no_repeat_ngram_size, chat.seed) for job, p in zip(jobs, prompts)]
-        seen = torch.zeros(len(rows), output.logits.shape[-1], dtype=torch.bool)
-        for k, prompt in enumerate(prompts):
-            seen[k, prompt] = True
-        self._add(rows, output.cache, mask, seen)
+        self._add(rows, output.cache, mask)
         self._choose(output.logits[:, -1, :], first=len(self.rows) - len(rows))
 
     def step(self):
@@ -114,24 +112,27 @@ class _Batch:
 
     def _choose(self, scores, first=0):
         """Pick the next token of rows `first`... from their scores, and hand it to their jobs."""
-        chat, rows, seen = self.chat, self.rows[first:], self.seen[first:]
+        chat, rows = self.chat, self.rows[first:]
         scores = scores.float()
-        if chat.repetition_penalty != 1.0:
-            penalised = torch.where(scores < 0, scores * chat.repetition_penalty, scores / chat.repetition_penalty)
-            scores = torch.where(seen, penalised, scores)
-        for k, row in enumerate(rows):
-            if banned := row.banned():
-                scores[k, list(banned)] = -float("inf")
-            if len(row.ids) < chat.min_new_tokens:
-                scores[k, chat.eos] = -float("inf")
+        if chat.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor
+            at = (torch.tensor([k for k, row in enumerate(rows) for _ in row.seen]),
+                  torch.tensor([token for row in rows for token in row.seen]))
+            picked = scores[at]
+            scores[at] = torch.where(picked < 0, picked * chat.repetition_penalty, picked / chat.repetition_penalty)
+        if chat.no_repeat_ngram_size:
+            for k, row in enumerate(rows):
+                if banned := row.banned():
+                    scores[k, list(banned)] = -float("inf")
+        early = [len(row.ids) < chat.min_new_tokens for row in rows]
+        if any(early):
+            scores[torch.tensor(early), chat.eos] = -float("inf")
         if chat.warpers:
             probabilities = chat.warpers(None, scores).softmax(-1)
             tokens = [int(torch.multinomial(probabilities[k], 1, generator=row.generator))
                       for k, row in enumerate(rows)]
         else:
             tokens = scores.argmax(-1).tolist()
-        for k, (row, token) in enumerate(zip(rows, tokens)):
-            seen[k, token] = True
+        for row, token in zip(rows, tokens):
             self._hand_over(row, token)
         self._drop_finished()
 
@@ -152,9 +153,9 @@ class _Batch:
     def _finish(self, row):
         row.job.finish(self.chat.decode(row.ids))
 
-    def _add(self, rows, cache, mask, seen):
+    def _add(self, rows, cache, mask):
         if self.cache is None:
-            self.rows, self.cache, self.mask, self.seen = rows, cache, mask, seen
+            self.rows, self.cache, self.mask = rows, cache, mask
             return
         width = max(self.mask.shape[1], mask.shape[1])
         for mine, theirs in zip(self.cache.layers, cache.layers):
@@ -162,7 +163,6 @@ class _Batch:
             mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
         self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
         self.rows = self.rows + rows
-        self.seen = torch.cat([self.seen, seen])
 
     def _drop_finished(self):
         """Free the places of finished rows at once, and the columns only their padding needed."""
@@ -171,11 +171,11 @@ class _Batch:
             return
         self.rows = [self.rows[k] for k in keep]
         if not keep:
-            self.cache = self.mask = self.seen = None
+            self.cache = self.mask = None
             return
         index = torch.tensor(keep)
         self.cache.batch_select_indices(index)
-        self.mask, self.seen = self.mask[index], self.seen[index]
+        self.mask = self.mask[index]
         start = int(self.mask.any(0).int().argmax())  # the first column that some row still uses
         if start:
             for layer in self.cache.layers:
