@@ -2,8 +2,8 @@
 
 For each model (the shipped one, and a DialoGPT-medium-shaped GPT-2 with random weights built
 here), first the limits, measured in this process with the same model, prompt and torch threads as
-the app: the prefill (`generate` of one token), one decoding step, and raw `model.generate` of 1, 4
-and 8 identical rows. Then `gunicorn wsgi:app` (the checked-in config, one gthread worker), and
+the app: the prefill (`generate` of one token), one decoding step, raw `model.generate` of 1, 4
+and 8 identical rows, and the app's own decoding loop (`ChatModel.generate`) of 1 and 8. Then `gunicorn wsgi:app` (the checked-in config, one gthread worker), and
 browsers driving the page as htmx does: post the message, then post for the reply and read it as
 server-sent events. Every turn starts a new conversation with the same message, so that the app
 generates from the very prompt raw `generate` was given, and every reply is exactly `--tokens`
@@ -52,8 +52,10 @@ def timed(action, repeats):
 
 
 def raw_limits(model_dir, tokens, repeats):
-    """Prefill, one decoding step and raw generate of 1, 4 and 8 rows on the benchmark's prompt (s)."""
+    """Prefill, one decoding step and raw generate of 1, 4 and 8 rows on the benchmark's prompt (s),
+    and the app's own decoding loop (`ChatModel.generate`) of 1 and 8 rows in this process."""
     from webapp.chat_model import ChatModel  # first: it sets torch's threads up as the app does
+    from webapp.generation import Job
 
     import torch
 
@@ -71,7 +73,10 @@ def raw_limits(model_dir, tokens, repeats):
             generate(rows=rows)  # warm-up: each batch shape's first run costs more
             raw[rows] = statistics.median(timed(lambda: generate(rows=rows), max(3, repeats)))
         prefill = statistics.median(timed(lambda: generate(1), max(3, repeats)))
-    return prefill, (raw[1] - prefill) / (tokens - 1), raw
+    loop = {rows: statistics.median(timed(lambda: model.generate([Job([MESSAGE], time.monotonic() + 3600)
+                                                                  for _ in range(rows)]), max(3, repeats)))
+            for rows in (1, 8)}
+    return prefill, (raw[1] - prefill) / (tokens - 1), raw, loop
 
 
 def chat_turn(port):
@@ -147,13 +152,16 @@ def run_code(root, model_dir, args, raw):
 
 def bench_model(name, model_dir, roots, args, goals):
     """Print one model's figures, each code side by side."""
-    prefill, step, raw = raw_limits(model_dir, args.tokens, args.turns)
+    prefill, step, raw, loop = raw_limits(model_dir, args.tokens, args.turns)
     runs = {code: run_code(root, model_dir, args, raw) for code, root in roots.items()}
     ms = 1000
     print(f"\n{name}: {args.tokens} tokens per reply, prompt '{MESSAGE}'")
     print(f"limits: prefill {prefill * ms:.1f} ms, one decoding step {step * ms:.1f} ms; raw generate "
           + ", ".join(f"{rows} row{'s' * (rows > 1)} {raw[rows] * ms:.0f} ms ({rows * args.tokens / raw[rows]:.1f} tokens/s)"
                       for rows in raw))
+    print("the app's decoding loop in this process: "
+          + ", ".join(f"{rows} row{'s' * (rows > 1)} {loop[rows] * ms:.0f} ms ({loop[rows] / raw[rows]:.2f} x raw)"
+                      for rows in loop))
     print(f"\n{'code':<18}{'chatters':<20}{'tokens/s':>9}{'x raw':>7}{'turn p50':>10}{'x raw':>7}"
           f"{'1st tok p50':>12}{'p99 ms':>8}{'p50 x limit':>12}")
     limit = prefill + 3 * step
