@@ -8,6 +8,7 @@ import re
 import sqlite3
 
 import pytest
+import redis
 
 from conftest import ROOT, ScriptedModel, free_port, gunicorn_serving, stop, wait_until_serving
 from stepped_model import WORDS
@@ -196,3 +197,23 @@ def test_the_chat_rate_limit_counts_per_conversation_and_per_address_for_new_one
     status, refused = post()
     assert status == 429 and "try again in" in refused["error"]
     assert post(conversation=key)[0] == 429  # still over its own limit
+
+
+def test_a_conversation_on_redis_is_kept_like_a_browsers_and_expires_with_its_key(app_env, redis_config):
+    env = {**app_env, "HXSTATE_REDIS_URL": redis_config["REDIS_URL"],
+           "HXSTATE_REDIS_KEY_PREFIX": redis_config["REDIS_KEY_PREFIX"]}
+    with gunicorn_serving(env) as port:
+        status, _, first = call(port, "POST", "/api/chat", {"message": "hello"})
+        assert status == 200
+        key = first["conversation"]
+        status, _, second = call(port, "POST", "/api/chat", {"message": "again", "conversation": key})
+        assert status == 200
+        assert [turn["text"] for turn in call(port, "GET", f"/api/chat/{key}")[2]["turns"]] == [
+            "hello", first["reply"], "again", second["reply"]]
+        with redis.Redis.from_url(redis_config["REDIS_URL"]) as client:
+            prefix = redis_config["REDIS_KEY_PREFIX"]
+            kept = [prefix + "session:" + key, prefix + "chat:" + key]
+            assert all(0 < client.ttl(each) for each in kept)  # both expire, as a browser's session and chat do
+            client.delete(*kept)  # as if its lifetime had passed
+        assert call(port, "GET", f"/api/chat/{key}")[0] == 404
+        assert call(port, "POST", "/api/chat", {"message": "still there?", "conversation": key})[0] == 404
