@@ -35,16 +35,17 @@ def _add_headers(response):
     return response
 
 
+_BODILESS = ("GET", "HEAD", "OPTIONS")  # methods whose bodies nothing here reads
+
+
 def _refuse_other_origins():
     """Refuse a state-changing request that the browser says another origin sent (CSRF in depth):
     another scheme, host or port."""
+    if request.method in _BODILESS:
+        return
     origin = request.headers.get("Origin")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None \
-            and origin.rstrip("/").lower() != f"{request.scheme}://{request.host}".lower():
+    if origin is not None and origin.rstrip("/").lower() != f"{request.scheme}://{request.host}".lower():
         abort(403, "Requests sent from other sites are refused: use this site's own pages.")
-
-
-_BODILESS = ("GET", "HEAD", "OPTIONS")
 
 
 def _refuse_cut_bodies():
@@ -65,7 +66,7 @@ def _refuse_cut_bodies():
 def _refuse_undecodable_forms():
     """A form that is not UTF-8 gets 400: werkzeug would drop the whole form for one raw byte that
     is not, so the page would say the box was empty, and keep a %E9 that is not as those letters."""
-    if request.mimetype == "application/x-www-form-urlencoded":
+    if request.method not in _BODILESS and request.mimetype == "application/x-www-form-urlencoded":
         try:
             parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
