@@ -13,18 +13,18 @@ import json
 import re
 import secrets
 
-from flask import Blueprint, abort, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, abort, current_app, request
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
 from . import replies
 from .chat_history import current_history
-from .generation import Job, current_scheduler
-from .limits import limiter, per_address
+from .generation import Job
+from .limits import limited
 from .pages.chat import message_error
 from .reply_locks import current_locks
 from .score_board import current_board
-from .score_values import InvalidScore, json_score, parse_score
+from .score_values import InvalidScore, parse_score
 from .text_input import clean
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -68,8 +68,7 @@ def _keep(key):
 
 
 @bp.post("/chat")
-@per_address
-@limiter.limit(lambda: current_app.config["CHAT_RATE_LIMIT"], key_func=_conversation_key)
+@limited("CHAT_RATE_LIMIT", key=_conversation_key)
 def chat():
     """Send a message to a new conversation, or to the one named; answer the reply, whole or streamed."""
     body = request.get_json()
@@ -115,16 +114,10 @@ def _forget(key, new):
 def _stream(job, key, new):
     """The reply as server-sent events: each new piece of text as it is written, then `done` with
     the whole reply (or `error`)."""
-    app = current_app._get_current_object()
-
-    def events():
+    def events(interval):
         yield ": generating\n\n"
-        try:
-            with current_scheduler().showing(job):
-                for piece in job.updates(app.config["CHAT_STREAM_INTERVAL"]):
-                    yield _event("message", piece)
-        except replies.REPLY_ERRORS:
-            pass  # outcome() says what went wrong
+        for piece in replies.pieces(job, interval):
+            yield _event("message", piece)
         exchange, failure, _ = replies.outcome(job)
         if failure:
             _forget(key, new)
@@ -133,10 +126,7 @@ def _stream(job, key, new):
             yield _event("done", json.dumps({"conversation": key, "reply": exchange.reply.text,
                                              "note": exchange.reply.note}))
 
-    response = app.response_class(stream_with_context(events()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
+    return replies.event_stream(events(current_app.config["CHAT_STREAM_INTERVAL"]))
 
 
 def _event(name, data):
@@ -158,8 +148,7 @@ def conversation(key):
 
 
 @bp.post("/scores")
-@per_address
-@limiter.limit(lambda: current_app.config["SCORE_RATE_LIMIT"], key_func=get_remote_address)
+@limited("SCORE_RATE_LIMIT", key=get_remote_address)
 def submit_score():
     """Submit a score; answer the board as `/scores.json` does."""
     score = request.get_json().get("score")
@@ -169,5 +158,4 @@ def submit_score():
         value = parse_score(str(score), current_app.config["SCORE_MAX_ABS"])
     except InvalidScore as error:
         abort(422, str(error))
-    board = current_board().submit(value)
-    return jsonify(top=[json_score(v) for v in board.top], count=board.count)
+    return current_board().submit(value).as_json()

@@ -23,7 +23,7 @@ from .sessions import CSRF_KEY, session_unavailable
 # A store that fails while the limiter counts (or writes its headers, after the view) is logged and
 # skipped: the view then meets the same failure and answers it with the 503 page, with its headers.
 limiter = Limiter(get_remote_address, swallow_errors=True)
-per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
+_per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
 
 
 def session_key():
@@ -35,12 +35,13 @@ def session_key():
     return "browser:" + hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def limited(config_key):
-    """Limit a view to config[`config_key`] per browser session and ADDRESS_RATE_LIMIT per address."""
-    per_session = limiter.limit(lambda: current_app.config[config_key], key_func=session_key)
+def limited(config_key, key=session_key):
+    """Limit a view to config[`config_key`] per `key` (a browser session, unless told otherwise)
+    and ADDRESS_RATE_LIMIT per address."""
+    per_key = limiter.limit(lambda: current_app.config[config_key], key_func=key)
 
     def decorate(view):
-        return per_address(per_session(view))
+        return _per_address(per_key(view))
     return decorate
 
 

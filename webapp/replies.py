@@ -6,7 +6,7 @@ from its start until the reply is saved, so the reply is kept whoever reads it, 
 and a second reply of the same chat wait for it.
 """
 
-from flask import abort, current_app, render_template
+from flask import abort, current_app, render_template, stream_with_context
 
 from .chat_history import Exchange, Turn, current_history
 from .generation import ModelError, Overloaded, current_scheduler
@@ -88,18 +88,32 @@ def outcome(reply):
     return Exchange(Turn(reply.key[1], "user", ""), turn), message, status
 
 
+def pieces(job, interval, pace=0.0):
+    """Yield the reply's new text as `Job.updates` does, while the reply is found as under way; end
+    quietly if it fails (`outcome` then says why)."""
+    try:
+        with current_scheduler().showing(job):
+            yield from job.updates(interval, pace)
+    except REPLY_ERRORS:
+        pass
+
+
+def event_stream(events):
+    """A response sending `events`, server-sent events, each as soon as it is made."""
+    response = current_app.response_class(stream_with_context(events), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # proxies must pass each event on at once
+    return response
+
+
 def events(job, interval, pace, conversation=0):
     """The reply as server-sent events: the text so far each time it grows, then the finished
     bubble; each rendered as Markdown, so that half-written emphasis or code ends as it will stay."""
     yield ": generating\n\n"  # a comment, so that the headers go out before the first token
     turn_id, text = job.key[1], ""
-    try:
-        with current_scheduler().showing(job):
-            for piece in job.updates(interval, pace):
-                text += piece
-                yield _event(render_template("chat/_delta.html", turn_id=turn_id, text=text))
-    except REPLY_ERRORS:
-        pass  # outcome() says what went wrong
+    for piece in pieces(job, interval, pace):
+        text += piece
+        yield _event(render_template("chat/_delta.html", turn_id=turn_id, text=text))
     exchange, message, _ = outcome(job)
     html = render_template("chat/_reply.html", exchange=exchange, failure=message, conversation=conversation)
     if not message:  # as every fragment of a success does (rendering.py)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from .database import Base
+from .score_values import json_score
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class Board:
 
     top: tuple
     count: int
+
+    def as_json(self):
+        """The board as `/scores.json` and the API answer it."""
+        return {"top": [json_score(value) for value in self.top], "count": self.count}
 
     @property
     def etag(self):

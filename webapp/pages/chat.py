@@ -3,7 +3,7 @@
 import re
 from dataclasses import replace
 
-from flask import Blueprint, abort, current_app, redirect, request, stream_with_context, url_for
+from flask import Blueprint, abort, current_app, redirect, request, url_for
 
 from .. import replies
 from ..background_model import current_model
@@ -57,8 +57,9 @@ def _acting_on():
 
 def _render(fragment, status=200, **context):
     """Render the chat page, or one of its fragments for htmx."""
-    conversation = context.setdefault("conversation", _chosen())
-    sid = known_browser_id()
+    if "conversation" not in context:
+        context["conversation"] = _chosen()
+    conversation, sid = context["conversation"], known_browser_id()
     if "exchanges" not in context:
         context["exchanges"] = current_history().exchanges(sid, conversation) if sid else []
     if not wants_fragment() or fragment in _LISTING:
@@ -80,13 +81,11 @@ def message_error(text):
     return None
 
 
-def _stream(job):
+def _stream(job, conversation):
     """Stream a reply as it is written; the job saves it whether the browser stays or not."""
     config = current_app.config
-    events = replies.events(job, config["CHAT_STREAM_INTERVAL"], config["CHAT_STREAM_PACE"], _chosen())
-    response = current_app.response_class(stream_with_context(events), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # proxies must pass each event on at once
+    response = replies.event_stream(replies.events(
+        job, config["CHAT_STREAM_INTERVAL"], config["CHAT_STREAM_PACE"], conversation))
     response.vary.update((*VARY, "Accept"))
     return response
 
@@ -105,8 +104,7 @@ def index():
     """Show this browser's conversations and the chosen one (`?c=`, else the current one), with the
     message box (holding a message Undo put back)."""
     conversation = _chosen()
-    if "c" in request.args:
-        _choose(conversation)
+    _choose(conversation)  # nothing to do without `?c=`: the chosen one is the current one
     value = draft.get()
     if value:
         draft.set("")
@@ -160,7 +158,7 @@ def reply(turn_id):
         return _after_plain_post(sid, turn_id, conversation)
     reply = replies.start(sid, turn_id, conversation)
     if isinstance(reply, Job) and "text/event-stream" in request.headers.get("Accept", ""):
-        return _stream(reply)
+        return _stream(reply, conversation)
     exchange, failure, status = replies.outcome(reply)
     response = _render("chat/_reply.html", status, failure=failure, exchanges=[], exchange=exchange,
                        conversation=conversation)

@@ -6,7 +6,7 @@ from ..limits import limited
 from ..rendering import render, wants_fragment
 from ..score_board import current_board
 from ..score_chart import bar_chart
-from ..score_values import InvalidScore, format_score, json_score, parse_score
+from ..score_values import InvalidScore, format_score, parse_score
 from ..state import SessionState
 
 bp = Blueprint("scores", __name__)
@@ -53,4 +53,4 @@ def submit():
 def data():
     """The board for programs: the top scores and the submission count."""
     board = current_board().snapshot()
-    return {"top": [json_score(v) for v in board.top], "count": board.count}
+    return board.as_json()
