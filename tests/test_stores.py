@@ -1,6 +1,7 @@
 """The store contract: every store behaves the same on the embedded backend and on Redis."""
 
 import random
+import sqlite3
 import threading
 import time
 from datetime import timedelta
@@ -8,10 +9,11 @@ from datetime import timedelta
 import pytest
 import redis
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import ServiceUnavailable
 
 from conftest import ScriptedModel, chat, in_threads, log, new_client, set_expiry
-from webapp.database import FifoLock, utcnow
+from webapp.database import Database, FifoLock, utcnow
 from webapp.score_board import BoardScore
 
 
@@ -356,3 +358,29 @@ def test_the_embedded_write_lock_lets_writers_in_in_the_order_they_came():
     assert entered == list(range(8))
     with lock:  # free again, and taken at once
         pass
+
+
+def test_each_thread_keeps_its_embedded_connection_until_a_statement_fails(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", pool_size=1, max_overflow=0)
+    db = Database(engine)
+
+    def connection():
+        with db.read() as kept:
+            return kept
+
+    first = connection()
+    assert connection() is first and engine.pool.checkedout() == 0  # kept by the thread, not the pool
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(connection()))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first
+    with pytest.raises(sqlite3.OperationalError), db.write() as failing:
+        failing.execute("CREATE TABLE t (x)")
+        failing.execute("SELECT nothing FROM nowhere")
+    assert connection() is not first  # a connection that failed is closed, and a new one opened
+    with db.write() as writing:  # the failed transaction was rolled back: its table is not there
+        writing.execute("CREATE TABLE t (x)")
+    fresh = Database(sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}", poolclass=NullPool))
+    with fresh.read() as one, fresh.read() as two:  # NullPool: every use opens its own
+        assert one is not two

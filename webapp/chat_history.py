@@ -371,9 +371,11 @@ def _is_reply_to(turn, user_turn_id):
 
 def maybe_delete_expired():
     """Now and then, on a post, remove what expired sessions left behind."""
-    every = current_app.config["SESSION_CLEANUP_EVERY"]
     # Only posts store sessions and turns, so only they need to make room; a poll or a page never pays.
-    if every and request.method == "POST" and random.randrange(every) == 0:
+    if request.method != "POST":
+        return
+    every = current_app.config["SESSION_CLEANUP_EVERY"]
+    if every and random.randrange(every) == 0:
         try:
             current_history().delete_expired()
         except STORE_ERRORS as error:  # housekeeping: the request itself may need no store at all

@@ -14,6 +14,7 @@ from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from .store_errors import STORE_ERRORS, StoreUnusable
 
@@ -82,31 +83,48 @@ class FifoLock:
 
 
 class Database:
-    """The embedded database: SQLAlchemy's engine, and the pooled DBAPI connections of its hot paths.
+    """The embedded database: SQLAlchemy's engine, and a DBAPI connection per thread for its hot paths.
 
-    Sessions, the board and the global values run a request's few statements as plain SQL on a
-    connection from SQLAlchemy's pool: SQLAlchemy's execution layer costs several times what SQLite
-    takes to run them (`bench/scores.py`), and a score submit runs a dozen. Writers of this process
-    queue on a lock before they take SQLite's write lock, since SQLite's own wait for a busy lock
-    sleeps for up to 100 ms at a time, and that is what held a submit's p99 near a second; they queue
-    in the order they came (`FifoLock`).
+    Sessions, the board and the global values run a request's few statements as plain SQL on their
+    thread's own connection: SQLAlchemy's execution layer costs several times what SQLite takes to
+    run them (`bench/scores.py`), and a score submit runs a dozen. Each thread keeps the connection
+    it opened, as a pool sized to the threads would, without a pool's checkout and return (15 µs
+    each, three times a submit); with `NullPool`, asked for so that every use opens anew, it does
+    not. Writers of this process queue on a lock before they take SQLite's write lock, since
+    SQLite's own wait for a busy lock sleeps for up to 100 ms at a time, and that is what held a
+    submit's p99 near a second; they queue in the order they came (`FifoLock`).
     """
 
     def __init__(self, engine, check=None):
         self.engine = engine
         self._check = check
         self._write_lock = FifoLock()
+        self._threads = None if isinstance(engine.pool, NullPool) else threading.local()
 
     @contextmanager
     def read(self):
-        """A DBAPI connection from the pool for statements that only read."""
+        """This thread's DBAPI connection, for statements that only read."""
         if self._check:
             self._check()
-        connection = self.engine.raw_connection()
+        connection = getattr(self._threads, "connection", None)
+        if connection is None:
+            fairy = self.engine.raw_connection()  # with the engine's connect events (pragmas, check)
+            fairy.detach()  # from now on this thread's own, closed when the thread or the app ends
+            connection = fairy.dbapi_connection
+            if self._threads is not None:
+                self._threads.connection = connection
         try:
             yield connection
-        finally:
+        except BaseException:
+            self._forget(connection)  # a connection that failed is not trusted again
+            raise
+        if self._threads is None:
             connection.close()
+
+    def _forget(self, connection):
+        if self._threads is not None:
+            self._threads.connection = None
+        connection.close()
 
     @contextmanager
     def write(self):
@@ -116,10 +134,10 @@ class Database:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
+                connection.commit()
             except BaseException:
                 connection.rollback()
                 raise
-            connection.commit()
 
 
 def timestamp(moment):

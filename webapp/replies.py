@@ -10,6 +10,7 @@ from flask import abort, current_app, render_template, stream_with_context
 
 from .chat_history import Exchange, Turn, current_history
 from .generation import ModelError, Overloaded, current_scheduler
+from .rendering import ALERTS_CLEARED
 from .reply_locks import current_locks
 from .store_errors import STORE_DOWN, STORE_ERRORS
 
@@ -117,7 +118,7 @@ def events(job, interval, pace, conversation=0):
     exchange, message, _ = outcome(job)
     html = render_template("chat/_reply.html", exchange=exchange, failure=message, conversation=conversation)
     if not message:  # as every fragment of a success does (rendering.py)
-        html += render_template("_partials/alerts_cleared.html")
+        html += ALERTS_CLEARED
     yield _event(html)
 
 

@@ -4,7 +4,7 @@ import math
 from collections import Counter
 from urllib.parse import parse_qsl
 
-from flask import abort, request
+from flask import abort, current_app, request
 
 # Scripts and styles only from this origin: no template has an inline script, style or hx-on
 # handler, and htmx 4 adds its indicator rules as a constructed stylesheet, which style-src allows.
@@ -28,21 +28,47 @@ HEADERS = {
 }
 
 
-def _add_headers(response):
-    """Put the security headers on every response, pages, fragments, errors and files alike."""
-    headers = response.headers
-    headers.extend((name, value) for name, value in HEADERS.items() if name not in headers)
-    return response
+_HEADER_ITEMS = list(HEADERS.items())
+
+
+class SecurityHeaders:
+    """WSGI middleware that puts the security headers on every response: pages, fragments, errors
+    and files alike.
+
+    Not an `after_request` function: werkzeug's header objects check each value they are given, and
+    that was a tenth of a poll's time; no view sets these headers, so they are added as they are.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        def start_with_headers(status, headers, exc_info=None):
+            return start_response(status, headers + _HEADER_ITEMS, exc_info)
+
+        return self.wsgi_app(environ, start_with_headers)
 
 
 _BODILESS = ("GET", "HEAD", "OPTIONS")  # methods whose bodies nothing here reads
 
 
+def _check_request():
+    """Check what a request that sends a body sent, before any view reads it: the whole body, its
+    encoding, its origin, then Flask-WTF's CSRF token. Requests without one pass at once."""
+    if request.method in _BODILESS:
+        return
+    _refuse_cut_bodies()
+    _refuse_undecodable_forms()
+    _refuse_other_origins()
+    # Flask-WTF's own hook is off (WTF_CSRF_CHECK_DEFAULT): it looked up every GET's view for an
+    # exemption before it looked at the method.
+    if current_app.config["WTF_CSRF_ENABLED"]:
+        current_app.extensions["csrf"].protect(apply_exemptions=True)
+
+
 def _refuse_other_origins():
     """Refuse a state-changing request that the browser says another origin sent (CSRF in depth):
     another scheme, host or port."""
-    if request.method in _BODILESS:
-        return
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/").lower() != f"{request.scheme}://{request.host}".lower():
         abort(403, "Requests sent from other sites are refused: use this site's own pages.")
@@ -55,9 +81,6 @@ def _refuse_cut_bodies():
     and refuses it (413) only on the next one: the form parser, which reads once, would take a body
     cut at the limit for the whole of it.
     """
-    # A GET's body is never read here, and reading it would cost every poll.
-    if request.method in _BODILESS:
-        return
     if request.content_length is None and request.environ.get("wsgi.input_terminated"):
         request.get_data(cache=True)  # what the form is then parsed from
         request.stream.read(1)  # raises RequestEntityTooLarge if the body went on past the limit
@@ -66,7 +89,7 @@ def _refuse_cut_bodies():
 def _refuse_undecodable_forms():
     """A form that is not UTF-8 gets 400: werkzeug would drop the whole form for one raw byte that
     is not, so the page would say the box was empty, and keep a %E9 that is not as those letters."""
-    if request.method not in _BODILESS and request.mimetype == "application/x-www-form-urlencoded":
+    if request.mimetype == "application/x-www-form-urlencoded":
         try:
             parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
@@ -116,8 +139,8 @@ def trust_bound_hosts(app, binds):
 
 
 def init_app(app):
-    """Check origins and whole bodies before every request, and add the headers to every response."""
-    app.before_request(_refuse_cut_bodies)
-    app.before_request(_refuse_undecodable_forms)
-    app.before_request(_refuse_other_origins)
-    app.after_request(_add_headers)
+    """Check bodies, origins and CSRF tokens before every request (Flask-WTF's `csrf` must be set
+    up on the app), and add the headers to every response (after any proxy fix)."""
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # _check_request calls it, after its own checks
+    app.before_request(_check_request)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
