@@ -157,6 +157,51 @@ def test_a_reply_joins_the_running_rows_at_the_next_step_and_an_ended_row_frees_
     assert model.steps == [["long"], ["long", "short"], ["long", "later"], ["long", "later"]]
 
 
+class WatchedCondition(threading.Condition):
+    """A scheduler's condition that tells the test each time the scheduler's thread waits on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits = 0
+        self._seen = threading.Condition()
+
+    def wait(self, timeout=None):
+        with self._seen:
+            self.waits += 1
+            self._seen.notify_all()
+        return super().wait(timeout)
+
+    def until(self, predicate):
+        with self._seen:
+            assert self._seen.wait_for(predicate, 30), "the scheduler's thread never waited"
+
+
+def test_replies_sent_together_to_an_idle_model_are_read_in_one_pass_turn_after_turn():
+    # Chatters answered at the same step come back a few ms apart: the idle model gathers them
+    # instead of reading the first alone and the others a pass later, which would last.
+    model = SteppingRows()
+    runner = scheduler(model, batch_size=3, gather_seconds=60)
+    runner._wake = watched = WatchedCondition()
+    for turn in ("1", "2"):
+        waits, steps = watched.waits, model.waits
+        first = runner.submit(["a" + turn, "2"], key="a")
+        # The thread has taken it up: alone it would be at the model, gathering it waits for more.
+        watched.until(lambda: watched.waits > waits or model.waits > steps)
+        replies = [first] + [runner.submit([name + turn, "2"], key=name) for name in "bc"]
+        model.until_waiting(steps + 1)
+        model.step()
+        waits = watched.waits
+        model._go.release()  # their last step: all three end together...
+        watched.until(lambda: watched.waits > waits)  # ...and the model is idle again
+        assert [reply.result() for reply in replies] == ["word word"] * 3
+    assert model.steps == [["a1", "b1", "c1"]] * 2 + [["a2", "b2", "c2"]] * 2
+
+
+def test_an_idle_model_starts_a_lone_reply_once_no_other_comes():
+    runner = scheduler(ScriptedModel(), gather_seconds=0.01)
+    assert runner.submit(["alone"]).result() == "reply 1"
+
+
 def test_a_full_queue_refuses_a_job_and_keeps_the_others():
     model = HeldModel()
     runner = scheduler(model, batch_size=1, queue_size=2)

@@ -72,6 +72,9 @@ def create_app(test_config=None):
         CHAT_LOCK_TIMEOUT=120,
         CHAT_LOCK_WAIT=60,
         CHAT_BATCH_SIZE=8,
+        # An idle model waits until replies have stopped coming for this long before it starts, so
+        # that chatters answered together are read in one pass (webapp/generation.py).
+        CHAT_GATHER_SECONDS=0.05,
         CHAT_QUEUE_SIZE=16,
         CHAT_TIME_LIMIT=60,
         CHAT_STALL_GRACE=5,

@@ -3,7 +3,8 @@
 A request never calls the model itself: it submits a `Job` and reads the job's text as it grows.
 One thread per process runs the model. Replies wait in a bounded queue, and the model takes them
 between its decoding steps, up to `CHAT_BATCH_SIZE` rows at a time (`ChatModel.generate`): a reply
-starts at the next step, whatever the others are doing, and a row that ends makes room at once. On
+starts at the next step, whatever the others are doing, and a row that ends makes room at once. An
+idle model first gathers the replies sent with the first, `CHAT_GATHER_SECONDS` apart at most. On
 a CPU one decoding step of a batch costs less than a step per reply (the weights are read once per
 step for all rows), so batching raises the tokens per second the process serves; by how much
 depends on the CPU (bench/README.md). Each job has a
@@ -156,9 +157,10 @@ class Scheduler:
     """Runs every job of this process on one model, which takes them in between its decoding steps."""
 
     def __init__(self, model, *, batch_size, queue_size, time_limit, logger, stall_grace=5.0,
-                 idle_seconds=60.0):
+                 idle_seconds=60.0, gather_seconds=0.0):
         self.model = model
         self.batch_size = batch_size
+        self.gather_seconds = gather_seconds
         self.queue_size = queue_size
         self.time_limit = time_limit
         self.stall_grace = stall_grace
@@ -208,11 +210,20 @@ class Scheduler:
                     del self._shown[job.key]
 
     def _next_batch(self):
-        """Wait for work; take up to `batch_size` jobs that still have time left."""
+        """Wait for work, and for the jobs that come with the first; take up to `batch_size` jobs
+        that still have time left."""
         with self._wake:
             if not self._wake.wait_for(lambda: self._waiting, self.idle_seconds):
                 self._thread = None
                 return None
+            # Chatters answered at the same step send their next messages a few ms apart. Read alone,
+            # the first prompt would start a pass that the others wait out, and the two groups
+            # would then stay a pass apart, turn after turn: so an idle model waits until no job
+            # has come for `gather_seconds` (or the batch is full) before it starts.
+            while len(self._waiting) < self.batch_size:
+                waiting = len(self._waiting)
+                if not self._wake.wait_for(lambda: len(self._waiting) > waiting, self.gather_seconds):
+                    break
             return self._take(self.batch_size)
 
     def _take(self, room):
@@ -274,7 +285,7 @@ def init_app(app):
     app.extensions["generation"] = Scheduler(
         app.extensions["chat_model"], batch_size=config["CHAT_BATCH_SIZE"],
         queue_size=config["CHAT_QUEUE_SIZE"], time_limit=config["CHAT_TIME_LIMIT"],
-        stall_grace=config["CHAT_STALL_GRACE"],
+        stall_grace=config["CHAT_STALL_GRACE"], gather_seconds=config["CHAT_GATHER_SECONDS"],
         logger=app.logger)
 
 
