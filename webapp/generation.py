@@ -216,7 +216,7 @@ class Scheduler:
             if not self._wake.wait_for(lambda: self._waiting, self.idle_seconds):
                 self._thread = None
                 return None
-            # Chatters answered at the same step send their next messages a few ms apart. Read alone,
+            # Chatters answered at the same step send their next messages tens of ms apart. Read alone,
             # the first prompt would start a pass that the others wait out, and the two groups
             # would then stay a pass apart, turn after turn: so an idle model waits until no job
             # has come for `gather_seconds` (or the batch is full) before it starts.
