@@ -83,8 +83,15 @@ def test_a_reply_alone_is_what_transformers_generate_writes(which, greedy_model,
 
 
 def test_each_row_stops_at_its_own_deadline(greedy_model):
-    late, on_time = job(["tell me a joke"], seconds=-1), job(["tell me a joke"])
-    greedy_model.generate([late, on_time])
+    expired, late, on_time = (job(["tell me a joke"], seconds=-1), job(["tell me a joke"]),
+                              job(["tell me a joke"]))
+
+    def more():  # between the first pass and the second, the late reply's time runs out
+        late.deadline = time.monotonic() - 1
+        return []
+
+    greedy_model.generate([expired, late, on_time], more)
+    assert expired.stopped == TIME_LIMIT and expired.tokens == 0 and expired.text == ""  # never read
     assert late.stopped == TIME_LIMIT and late.tokens == 1
     assert on_time.stopped is None and on_time.tokens > 1 and on_time.text.startswith(late.text)
 

@@ -5,8 +5,8 @@ Prompts follow DialoGPT: the conversation's turns, each followed by the tokenize
 trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's context window.
 
 `generate` answers jobs (see `generation.py`) a decoding step at a time for all of them at once
-(continuous batching, as vLLM and TGI schedule): a job that arrives joins at the next step, and a
-row that ends leaves at once. The decoding is transformers' (greedy or sampled, repetition
+(continuous batching, as vLLM and TGI schedule): a job that arrives joins at the next step, its
+prompt read in the same forward pass as the others' next tokens, and a row that ends leaves at once. The decoding is transformers' (greedy or sampled, repetition
 penalty, no-repeat n-grams, min new tokens) row by row, so a reply is the same token for token
 alone or beside others. transformers' `generate` cannot take a row in mid-way, and its own
 `ContinuousBatchingManager` does not decode as the shipped model needs: it drops the repetition
@@ -32,10 +32,12 @@ TIME_LIMIT = "time limit"
 class _Row:
     """One reply being generated: its job, its tokens so far, and what decoding bans next."""
 
-    def __init__(self, job, prompt, ngram_size, seed):
+    def __init__(self, job, prompt, ngram_size, seed, number=0):
         self.job = job
+        self.number = number  # which row of its batch it is, for the columns of the cache
+        self.prompt = prompt
         self.ids = []  # the reply's tokens
-        self.length = len(prompt)  # tokens of this row in the cache (left padding excluded)
+        self.length = 0  # tokens of this row in the cache
         self.history = list(prompt)  # prompt and reply, for the n-grams
         self.seen = set(prompt)  # for the repetition penalty
         self.ngram_size = ngram_size
@@ -63,43 +65,62 @@ class _Row:
 
 
 class _Batch:
-    """The rows being generated together, and their KV cache: rows join and leave between steps.
+    """The rows being generated together, packed into one sequence as vLLM packs them: each forward
+    pass reads the newest token of every running row and the whole prompt of every row that joined,
+    and a mask keeps each token to the earlier tokens of its own row.
 
-    Rows are aligned on the right: a row shorter than the cache is padded on its left, masked out,
-    and given its own positions, so that each row computes what it would alone. Columns that only
-    padding uses are cut once the rows that needed them have left.
+    A newcomer's prompt so costs no pass of its own: on a CPU, a pass over a few dozen tokens costs
+    about what a pass over one token per row does (the weights are read once either way), and a
+    prompt read alone cost every other row a step (bench/README.md). The KV cache holds the rows'
+    columns side by side; a row that ends leaves at once, and the columns of rows that left are
+    dropped once they outnumber the others.
     """
 
     def __init__(self, chat):
         self.chat = chat
         self.rows = []
-        self.cache = None  # the model's DynamicCache, batch-first
-        self.mask = None  # 1 where a row has a token in the cache, 0 for its left padding
+        self.cache = None  # the model's DynamicCache: one sequence of every row's columns
+        self.owners = torch.zeros(0, dtype=torch.long)  # the row that each column of the cache is of; -1 once it left
+        self._joined = 0  # rows that ever joined, which numbers them
 
     def join(self, jobs):
-        """Read the prompts of `jobs` in one forward pass (left-padded) and add their rows."""
+        """Add rows for `jobs`: their prompts are read in the next pass."""
         chat = self.chat
-        prompts = [chat.prompt_ids(job.texts) for job in jobs]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[chat.eos] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = chat.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                            logits_to_keep=1)
-        rows = [_Row(job, p, chat.no_repeat_ngram_size, chat.seed) for job, p in zip(jobs, prompts)]
-        self._add(rows, output.cache, mask)
-        self._choose(output.logits[:, -1, :], first=len(self.rows) - len(rows))
+        for job in jobs:
+            self.rows.append(_Row(job, chat.prompt_ids(job.texts), chat.no_repeat_ngram_size, chat.seed,
+                                  number=self._joined))
+            self._joined += 1
 
     def step(self):
-        """One decoding step for every row: each gets its next token."""
-        tokens = torch.tensor([[row.ids[-1]] for row in self.rows])
-        positions = torch.tensor([[row.length] for row in self.rows])
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        output = self.chat.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
-                                 cache=self.cache, use_cache=True)
+        """One forward pass: every running row gets its next token, and every new row its prompt
+        read (as much as fits in the model's context at once) and its first token."""
+        reading, budget = [], self.chat.context_size
+        tokens, owners, positions, last = [], [], [], []
         for row in self.rows:
-            row.length += 1
-        self._choose(output.logits[:, -1, :])
+            if row.ids:  # running: its newest token
+                new = [row.ids[-1]]
+            elif len(row.prompt) <= budget or not reading:
+                new = row.prompt
+                budget -= len(new)
+            else:  # read in a later pass, so that one pass stays within a context's worth of prompts
+                continue
+            reading.append(row)
+            tokens += new
+            owners += [row.number] * len(new)
+            positions += range(row.length, row.length + len(new))
+            row.length += len(new)
+            last.append(len(tokens) - 1)
+        owners = torch.tensor(owners)
+        columns = torch.cat([self.owners, owners])
+        # Each token sees its own row's columns: those in the cache, and those before it in this pass.
+        visible = (columns[None, :] == owners[:, None]) & (
+            torch.arange(len(columns))[None, :] <= torch.arange(len(self.owners), len(columns))[:, None])
+        mask = torch.zeros(visible.shape).masked_fill_(~visible, torch.finfo(torch.float32).min)
+        output = self.chat.model(input_ids=torch.tensor([tokens]), attention_mask=mask[None, None],
+                                 position_ids=torch.tensor([positions]), cache=self.cache, use_cache=True,
+                                 logits_to_keep=torch.tensor(last))
+        self.cache, self.owners = output.cache, columns
+        self._choose(output.logits[0], reading)
 
     def end_expired(self):
         """End the rows whose job is past its deadline or was stopped, where they are."""
@@ -110,9 +131,9 @@ class _Batch:
                 self._finish(row)
         self._drop_finished()
 
-    def _choose(self, scores, first=0):
-        """Pick the next token of rows `first`... from their scores, and hand it to their jobs."""
-        chat, rows = self.chat, self.rows[first:]
+    def _choose(self, scores, rows):
+        """Pick the next token of `rows` from their scores, and hand it to their jobs."""
+        chat = self.chat
         scores = scores.float()
         if chat.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor
             at = (torch.tensor([k for k, row in enumerate(rows) for _ in row.seen]),
@@ -153,44 +174,23 @@ class _Batch:
     def _finish(self, row):
         row.job.finish(self.chat.decode(row.ids))
 
-    def _add(self, rows, cache, mask):
-        if self.cache is None:
-            self.rows, self.cache, self.mask = rows, cache, mask
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
-        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
-        self.rows = self.rows + rows
-
     def _drop_finished(self):
-        """Free the places of finished rows at once, and the columns only their padding needed."""
-        keep = [k for k, row in enumerate(self.rows) if not row.job.ending]
-        if len(keep) == len(self.rows):
+        """Free the places of the rows that ended at once, and drop their columns once they outnumber
+        the others'."""
+        ended = [row.number for row in self.rows if row.job.ending]
+        if not ended:
             return
-        self.rows = [self.rows[k] for k in keep]
-        if not keep:
-            self.cache = self.mask = None
+        self.rows = [row for row in self.rows if not row.job.ending]
+        if not self.rows:
+            self.cache, self.owners = None, self.owners[:0]
             return
-        index = torch.tensor(keep)
-        self.cache.batch_select_indices(index)
-        self.mask = self.mask[index]
-        start = int(self.mask.any(0).int().argmax())  # the first column that some row still uses
-        if start:
+        self.owners[torch.isin(self.owners, torch.tensor(ended))] = -1
+        live = self.owners >= 0
+        if 2 * int(live.sum()) < len(self.owners):
+            index = live.nonzero().squeeze(1)
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-            self.mask = self.mask[:, start:]
-
-
-def _left_pad(tensor, width, dim=2):
-    """`tensor` padded with zeros on the left of dimension `dim` to `width`."""
-    missing = width - tensor.shape[dim]
-    if not missing:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+                layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+            self.owners = self.owners[index]
 
 
 class ChatModel:
@@ -263,7 +263,7 @@ class ChatModel:
         `more()` hands over between decoding steps, until none is left.
 
         Each row leaves as soon as it ends (eos, `max_new_tokens`, its deadline or a stop), and each
-        newcomer's prompt is read before the next step, so a reply waits at most one step to start.
+        newcomer's prompt is read in the next pass, beside the others' next tokens.
         """
         batch = _Batch(self)
         try:
