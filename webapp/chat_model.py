@@ -20,8 +20,8 @@ import threading
 import time
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, Cache, DynamicLayer, LogitsProcessorList,
+                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from .background_model import DECODING, about
 from .generation import Job, ModelError
@@ -64,6 +64,43 @@ class _Row:
             self._count_ngram(len(self.history))
 
 
+class _GrowingLayer(DynamicLayer):
+    """A layer of the KV cache that grows in place: each pass writes its new columns into a buffer
+    kept with room to spare, where transformers' `DynamicLayer` copies the whole layer to add them
+    (a fifth of a decoding step at 8 rows of 200 tokens, bench/README.md)."""
+
+    ROOM = 256  # spare columns: a step of 8 rows fills them in 32 steps, then the buffer is copied once
+
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        self._buffers = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.get_seq_length()
+        end = start + key_states.shape[-2]
+        if self._buffers is None or end > self._buffers[0].shape[-2]:
+            shape = (*key_states.shape[:-2], end + self.ROOM, key_states.shape[-1])
+            buffers = key_states.new_empty(shape), value_states.new_empty(shape)
+            if start:
+                buffers[0][..., :start, :], buffers[1][..., :start, :] = self.keys, self.values
+            self._buffers = buffers
+        self._buffers[0][..., start:end, :] = key_states
+        self._buffers[1][..., start:end, :] = value_states
+        self._use(end)
+        return self.keys, self.values
+
+    def keep(self, columns):
+        """Keep only the `columns` (a tensor of their indices, in order), in place."""
+        self._buffers[0][..., :len(columns), :] = self.keys[..., columns, :]
+        self._buffers[1][..., :len(columns), :] = self.values[..., columns, :]
+        self._use(len(columns))
+
+    def _use(self, length):
+        self.keys, self.values = self._buffers[0][..., :length, :], self._buffers[1][..., :length, :]
+
+
 class _Batch:
     """The rows being generated together, packed into one sequence as vLLM packs them: each forward
     pass reads the newest token of every running row and the whole prompt of every row that joined,
@@ -79,7 +116,7 @@ class _Batch:
     def __init__(self, chat):
         self.chat = chat
         self.rows = []
-        self.cache = None  # the model's DynamicCache: one sequence of every row's columns
+        self.cache = None  # the KV cache: one sequence of every row's columns
         self.owners = torch.zeros(0, dtype=torch.long)  # the row that each column of the cache is of; -1 once it left
         self._joined = 0  # rows that ever joined, which numbers them
 
@@ -116,10 +153,12 @@ class _Batch:
         visible = (columns[None, :] == owners[:, None]) & (
             torch.arange(len(columns))[None, :] <= torch.arange(len(self.owners), len(columns))[:, None])
         mask = torch.zeros(visible.shape).masked_fill_(~visible, torch.finfo(torch.float32).min)
+        if self.cache is None:
+            self.cache = Cache(layer_class_to_replicate=_GrowingLayer)
         output = self.chat.model(input_ids=torch.tensor([tokens]), attention_mask=mask[None, None],
                                  position_ids=torch.tensor([positions]), cache=self.cache, use_cache=True,
                                  logits_to_keep=torch.tensor(last))
-        self.cache, self.owners = output.cache, columns
+        self.owners = columns
         self._choose(output.logits[0], reading)
 
     def end_expired(self):
@@ -189,7 +228,7 @@ class _Batch:
         if 2 * int(live.sum()) < len(self.owners):
             index = live.nonzero().squeeze(1)
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+                layer.keep(index)
             self.owners = self.owners[index]
 
 
