@@ -14,7 +14,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from conftest import ScriptedModel, chat, in_threads, log, new_client, set_expiry
 from webapp.database import Database, FifoLock, utcnow
-from webapp.score_board import BoardScore
+from webapp.score_board import Board, BoardScore
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -58,13 +58,19 @@ def test_equal_scores_are_all_kept_and_the_submit_returns_the_board_it_left(make
         after = within(app, stores(app).board.submit, value)
     assert after.top == (5.0, 5.0, 1.0) and after.count == 3
     assert within(app, stores(app).board.snapshot) == after
+    # On a full board, a score equal to the lowest or below it is counted only; a higher one is kept.
+    assert [within(app, stores(app).board.submit, value) for value in (1.0, 0.5, 2.0)] == [
+        Board((5.0, 5.0, 1.0), 4), Board((5.0, 5.0, 1.0), 5), Board((5.0, 5.0, 2.0), 6)]
+    again = make_stores()  # a restart: what was stored is what the process showed
+    assert within(again, stores(again).board.snapshot) == Board((5.0, 5.0, 2.0), 6)
 
 
 def test_concurrent_submits_give_the_exact_board_and_storage_stays_bounded(make_stores):
     app = make_stores()
     board = stores(app).board
     rng = random.Random(3)
-    batches = [[rng.uniform(-1e6, 1e6) for _ in range(100)] for _ in range(8)]
+    # Whole numbers in a narrow range, so that equal scores meet at the bottom of the board too.
+    batches = [[float(rng.randint(-1000, 1000)) for _ in range(100)] for _ in range(8)]
 
     def submit(batch):
         with app.app_context():
@@ -76,6 +82,8 @@ def test_concurrent_submits_give_the_exact_board_and_storage_stays_bounded(make_
     snapshot = within(app, board.snapshot)
     assert snapshot.top == tuple(sorted(every, reverse=True)[:3]) and snapshot.count == 800
     assert stored_scores(app) <= 3
+    again = make_stores()  # a restart reads the board that was stored, not the one the process kept
+    assert within(again, stores(again).board.snapshot) == snapshot
 
 
 def stored_scores(app):
