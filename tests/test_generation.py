@@ -66,6 +66,21 @@ def test_replies_generated_in_a_batch_equal_replies_generated_one_at_a_time(whic
     assert max(steps) > 2  # rows that joined at different steps really ran together
 
 
+def test_prompts_that_together_exceed_the_context_are_read_over_several_passes_and_change_no_reply(greedy_model):
+    conversations = [[f"tell me all about your day and your {thing}, " * 12] for thing in ("dog", "cat", "car")]
+    assert all(len(greedy_model.prompt_ids(texts)) > greedy_model.context_size / 2 for texts in conversations)
+    alone = []
+    for texts in conversations:
+        single = job(texts)
+        greedy_model.generate([single])
+        alone.append((single.text, single.tokens))
+    together = [job(texts) for texts in conversations]
+    passes = []  # the tokens each reply has after each pass
+    greedy_model.generate(together, lambda: passes.append([each.tokens for each in together]) or [])
+    assert [(each.text, each.tokens) for each in together] == alone
+    assert passes[:3] == [[1, 0, 0], [2, 1, 0], [3, 2, 1]]  # one prompt a pass: two would not fit
+
+
 @pytest.mark.parametrize("which", ["shipped", "tiny"])
 def test_a_reply_alone_is_what_transformers_generate_writes(which, greedy_model, tiny_model_dir):
     import torch
