@@ -37,18 +37,24 @@ def greedy_model():
     return ChatModel(str(ROOT / "models" / "hxstate-chat"), do_sample=False)
 
 
+def replies_alone(model, conversations):
+    """(text, tokens) of the reply `model` gives each conversation generated on its own."""
+    replies = []
+    for texts in conversations:
+        single = job(texts)
+        model.generate([single])
+        replies.append((single.text, single.tokens))
+    return replies
+
+
 @pytest.mark.parametrize("which", ["shipped", "tiny"])
 def test_replies_generated_in_a_batch_equal_replies_generated_one_at_a_time(which, greedy_model,
                                                                              tiny_model_dir):
     model = greedy_model if which == "shipped" else ChatModel(str(tiny_model_dir), max_new_tokens=12)
-    alone = []
-    for texts in CONVERSATIONS:
-        single = job(texts)
-        model.generate([single])
-        alone.append((single.text, single.tokens))
+    alone = replies_alone(model, CONVERSATIONS)
     batch = [job(texts) for texts in CONVERSATIONS]
     model.generate(batch)
-    assert len({len(model.prompt_ids(texts)) for texts in CONVERSATIONS}) > 4  # real padding
+    assert len({len(model.prompt_ids(texts)) for texts in CONVERSATIONS}) > 4  # rows of different lengths
     assert [(each.text, each.tokens) for each in batch] == alone
     assert all(each.done and each.stopped is None for each in batch)
     assert len({text for text, _ in alone}) > 2  # different replies, not one repeated
@@ -69,11 +75,7 @@ def test_replies_generated_in_a_batch_equal_replies_generated_one_at_a_time(whic
 def test_prompts_that_together_exceed_the_context_are_read_over_several_passes_and_change_no_reply(greedy_model):
     conversations = [[f"tell me all about your day and your {thing}, " * 12] for thing in ("dog", "cat", "car")]
     assert all(len(greedy_model.prompt_ids(texts)) > greedy_model.context_size / 2 for texts in conversations)
-    alone = []
-    for texts in conversations:
-        single = job(texts)
-        greedy_model.generate([single])
-        alone.append((single.text, single.tokens))
+    alone = replies_alone(greedy_model, conversations)
     together = [job(texts) for texts in conversations]
     passes = []  # the tokens each reply has after each pass
     greedy_model.generate(together, lambda: passes.append([each.tokens for each in together]) or [])
