@@ -111,6 +111,9 @@ class Database:
             fairy = self.engine.raw_connection()  # with the engine's connect events (pragmas, check)
             fairy.detach()  # from now on this thread's own, closed when the thread or the app ends
             connection = fairy.dbapi_connection
+            # No transaction begun behind our back: `write` begins its own, and `write_statement`'s
+            # one statement is its own transaction.
+            connection.isolation_level = None
             if self._threads is not None:
                 self._threads.connection = connection
         try:
@@ -138,6 +141,13 @@ class Database:
             except BaseException:
                 connection.rollback()
                 raise
+
+
+    def write_statement(self, statement, parameters):
+        """Run one statement that writes as a transaction of its own: one call into SQLite, where
+        `write` takes three, each of which lets other threads take the GIL and this one wait for it."""
+        with self._write_lock, self.read() as connection:
+            connection.execute(statement, parameters)
 
 
 def timestamp(moment):

@@ -205,12 +205,11 @@ class SqlSessionStore:
             return None
 
     def save(self, sid, values, lifetime):
-        """Store the session with an expiry `lifetime` from now: one UPDATE, or an INSERT the first time."""
-        fields = (json.dumps(values).encode(), timestamp(utcnow() + lifetime), KEY_PREFIX + sid)
-        with self._db.write() as connection:
-            if connection.execute("UPDATE sessions SET data = ?, expiry = ? WHERE session_id = ?",
-                                  fields).rowcount == 0:
-                connection.execute("INSERT INTO sessions (data, expiry, session_id) VALUES (?, ?, ?)", fields)
+        """Store the session with an expiry `lifetime` from now, in one statement."""
+        self._db.write_statement(
+            "INSERT INTO sessions (data, expiry, session_id) VALUES (?, ?, ?) ON CONFLICT (session_id) "
+            "DO UPDATE SET data = excluded.data, expiry = excluded.expiry",
+            (json.dumps(values).encode(), timestamp(utcnow() + lifetime), KEY_PREFIX + sid))
 
     def delete(self, sid):
         """Forget the session `sid`."""
