@@ -142,7 +142,6 @@ class Database:
                 connection.rollback()
                 raise
 
-
     def write_statement(self, statement, parameters):
         """Run one statement that writes as a transaction of its own: one call into SQLite, where
         `write` takes three, each of which lets other threads take the GIL and this one wait for it."""
