@@ -6,9 +6,9 @@ trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's 
 
 `generate` answers jobs (see `generation.py`) a decoding step at a time for all of them at once
 (continuous batching, as vLLM and TGI schedule): a job that arrives joins at the next step, its
-prompt read in the same forward pass as the others' next tokens, and a row that ends leaves at once. The decoding is transformers' (greedy or sampled, repetition
-penalty, no-repeat n-grams, min new tokens) row by row, so a reply is the same token for token
-alone or beside others. transformers' `generate` cannot take a row in mid-way, and its own
+prompt read in the same forward pass as the others' next tokens, and a row that ends leaves at
+once. The decoding is transformers' (greedy or sampled, repetition penalty, no-repeat n-grams, min
+new tokens) row by row, so a reply is the same token for token alone or beside others. transformers' `generate` cannot take a row in mid-way, and its own
 `ContinuousBatchingManager` does not decode as the shipped model needs: it drops the repetition
 penalty, ignores min new tokens, and its no-repeat n-grams fail the whole batch from three rows on
 (bench/README.md), hence this loop. One `generate` runs at a time per process (a lock): torch
@@ -149,10 +149,11 @@ class _Batch:
             last.append(len(tokens) - 1)
         owners = torch.tensor(owners)
         columns = torch.cat([self.owners, owners])
-        # A row alone in the cache needs only the causal mask the model makes for a row without padding
-        # (which spares the shipped model 6 % of a lone reply's time).
-        mask = torch.ones(1, len(columns), dtype=torch.long)
-        if len(reading) > 1 or not bool((self.owners == reading[0].number).all()):
+        if len(reading) == 1 and bool((self.owners == reading[0].number).all()):
+            # A row alone in the cache needs only the causal mask the model makes for a row without
+            # padding (which spares the shipped model 6 % of a lone reply's time).
+            mask = torch.ones(1, len(columns), dtype=torch.long)
+        else:
             # Each token sees its own row's columns: those in the cache, and those before it in this pass.
             visible = (columns[None, :] == owners[:, None]) & (
                 torch.arange(len(columns))[None, :] <= torch.arange(len(self.owners), len(columns))[:, None])

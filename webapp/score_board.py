@@ -59,8 +59,8 @@ class SqlScoreBoard:
     process last wrote or read is the board: a poll or `/scores.json` then costs no connection.
     """
 
-    _COUNT = "UPDATE board_count SET count = count + 1 RETURNING count"
-    _FIRST = "INSERT INTO board_count (id, count) VALUES (1, 1)"
+    _COUNT = ("INSERT INTO board_count (id, count) VALUES (1, 1) "
+              "ON CONFLICT (id) DO UPDATE SET count = count + 1 RETURNING count")
     _ADD = "INSERT INTO board_scores (value) VALUES (?)"
     _TRIM = ("DELETE FROM board_scores WHERE id NOT IN "
              "(SELECT id FROM board_scores ORDER BY value DESC, id LIMIT ?)")
@@ -79,10 +79,7 @@ class SqlScoreBoard:
         SQLite's write lock from its start (so concurrent submits queue, never interleave); return
         the board as this submit left it."""
         with self._db.write() as connection:
-            counted = connection.execute(self._COUNT).fetchall()
-            if not counted:
-                connection.execute(self._FIRST)
-            count = counted[0][0] if counted else 1
+            count = connection.execute(self._COUNT).fetchall()[0][0]
             known = self._known
             if known is not None and known.count == count - 1:
                 # The board before this submit, known here: a score below its lowest one changes

@@ -213,8 +213,7 @@ class SqlSessionStore:
 
     def delete(self, sid):
         """Forget the session `sid`."""
-        with self._db.write() as connection:
-            connection.execute("DELETE FROM sessions WHERE session_id = ?", (KEY_PREFIX + sid,))
+        self._db.write_statement("DELETE FROM sessions WHERE session_id = ?", (KEY_PREFIX + sid,))
 
     @classmethod
     def live_ids(cls):
