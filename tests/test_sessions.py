@@ -5,6 +5,7 @@ import pickle
 import time
 from datetime import timedelta
 
+import flask_wtf.csrf
 import itsdangerous
 import pytest
 import redis
@@ -193,6 +194,30 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, monkeypatch
     assert client.post("/scores", data={"score": "7"}, headers={**HTMX, "X-CSRFToken": forged}).status_code == 400
     stranger = new_client(app)  # another browser's token is its own
     assert csrf_token(stranger.get("/scores").get_data(as_text=True)) != first
+
+
+def test_the_issued_csrf_token_passes_unchecked_and_any_other_is_checked_by_flask_wtf(app, monkeypatch):
+    checked = []
+    validate = flask_wtf.csrf.validate_csrf
+    monkeypatch.setattr(flask_wtf.csrf, "validate_csrf", lambda token: checked.append(token) or validate(token))
+    client = new_client(app)  # it sends the token its page gave it
+    issued = client.environ_base["HTTP_X_CSRFTOKEN"]
+    assert client.post("/scores", data={"score": "5"}, headers=HTMX).status_code == 200
+    assert checked == []
+    # The same session's token signed at another time is as good, once Flask-WTF has checked it.
+    serializer = itsdangerous.URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token")
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: int(time.time()) + 60)
+    resigned = serializer.dumps(serializer.loads(issued))
+    assert resigned != issued
+    assert client.post("/scores", data={"score": "6"}, headers={**HTMX, "X-CSRFToken": resigned}).status_code == 200
+    assert checked == [resigned]
+    other = new_client(app).environ_base["HTTP_X_CSRFTOKEN"]  # issued, but to another browser
+    assert client.post("/scores", data={"score": "7"}, headers={**HTMX, "X-CSRFToken": other}).status_code == 400
+    # Over HTTPS, Flask-WTF also wants a referrer of this site, with the issued token too.
+    secure = {"base_url": "https://localhost", "headers": HTMX, "data": {"score": "8"}}
+    assert client.post("/scores", **secure).status_code == 400
+    assert client.post("/scores", **{**secure, "headers": {**HTMX, "Referer": "https://localhost/scores"}}).status_code == 200
+    assert client.get("/scores.json").get_json()["count"] == 3
 
 
 def test_a_cleanup_during_a_new_browsers_first_message_keeps_the_message(make_app):

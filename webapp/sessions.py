@@ -18,6 +18,7 @@ its private methods. The stored format is the one flask-session wrote (the same 
 JSON), so sessions stored before carry on; anything that is not JSON is refused, never unpickled.
 """
 
+import hmac
 import json
 import secrets
 from datetime import datetime, timedelta
@@ -275,17 +276,29 @@ def _signed_csrf(secret_key, token):
     return URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token").dumps(token)
 
 
-def csrf_token():
-    """Flask-WTF's CSRF token for forms, signed once per session rather than once per request.
-
-    Flask-WTF signs the token with the time, to refuse old ones; tokens that never expire
-    (`WTF_CSRF_TIME_LIMIT` None, the default) can be signed once and the signature reused.
-    """
+def _signed_once():
+    """Whether tokens are signed once per session: Flask-WTF signs a token with the time, to refuse
+    old ones, so only tokens that never expire (`WTF_CSRF_TIME_LIMIT` None, the default) can reuse
+    their signature."""
     config = current_app.config
-    if (CSRF_KEY not in g and config["WTF_CSRF_TIME_LIMIT"] is None and "WTF_CSRF_SECRET_KEY" not in config
-            and CSRF_KEY in session):
+    return config["WTF_CSRF_TIME_LIMIT"] is None and "WTF_CSRF_SECRET_KEY" not in config
+
+
+def csrf_token():
+    """Flask-WTF's CSRF token for forms, signed once per session rather than once per request."""
+    if CSRF_KEY not in g and _signed_once():
+        if CSRF_KEY not in session:
+            generate_csrf()  # Flask-WTF makes the session's token
         setattr(g, CSRF_KEY, _signed_csrf(current_app.secret_key, session[CSRF_KEY]))
     return generate_csrf()
+
+
+def is_issued_csrf_token(signed):
+    """Whether `signed` is the very token `csrf_token` gives this session's forms: Flask-WTF would
+    accept it, so checking its signature again would only repeat the signing."""
+    if not signed or not _signed_once() or session_unavailable() or CSRF_KEY not in session:
+        return False
+    return hmac.compare_digest(signed, _signed_csrf(current_app.secret_key, session[CSRF_KEY]))
 
 
 def init_app(app, store):
