@@ -86,6 +86,19 @@ def test_concurrent_submits_give_the_exact_board_and_storage_stays_bounded(make_
     assert within(again, stores(again).board.snapshot) == snapshot
 
 
+def test_a_board_another_writer_changed_meanwhile_is_read_back_not_assumed(make_stores):
+    app = make_stores()
+    for value in (5.0, 4.0, 3.0):
+        within(app, stores(app).board.submit, value)
+    other = make_stores()  # the same store, as another process would have it
+    within(other, stores(other).board.submit, 10.0)
+    # Below the lowest score this process knows, and a count it did not expect.
+    assert within(app, stores(app).board.submit, 1.0) == Board((10.0, 5.0, 4.0), 5)
+    assert within(app, stores(app).board.submit, 4.5) == Board((10.0, 5.0, 4.5), 6)
+    again = make_stores()
+    assert within(again, stores(again).board.snapshot) == Board((10.0, 5.0, 4.5), 6)
+
+
 def stored_scores(app):
     """How many scores the backend keeps (not how many were submitted)."""
     if app.config["REDIS_URL"]:

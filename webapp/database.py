@@ -130,23 +130,38 @@ class Database:
         connection.close()
 
     @contextmanager
+    def writing(self):
+        """This thread's DBAPI connection, with this process's other writers kept out until the
+        block ends; each statement is a transaction of its own unless the block opens one
+        (`transaction`)."""
+        with self._write_lock, self.read() as connection:
+            yield connection
+
+    @contextmanager
     def write(self):
         """A DBAPI connection in a transaction that holds SQLite's write lock from its start, and
         commits when the block ends (or rolls back if it raises)."""
-        with self._write_lock, self.read() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
+        with self.writing() as connection, transaction(connection):
+            yield connection
 
     def write_statement(self, statement, parameters):
         """Run one statement that writes as a transaction of its own: one call into SQLite, where
         `write` takes three, each of which lets other threads take the GIL and this one wait for it."""
-        with self._write_lock, self.read() as connection:
+        with self.writing() as connection:
             connection.execute(statement, parameters)
+
+
+@contextmanager
+def transaction(connection):
+    """A transaction on `connection` that holds SQLite's write lock from its start, and commits
+    when the block ends (or rolls back if it raises)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
 
 
 def timestamp(moment):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from .database import Base
+from .database import Base, transaction
 from .score_values import json_score
 
 
@@ -75,23 +75,34 @@ class SqlScoreBoard:
         self._knowing = threading.Lock()
 
     def submit(self, value):
-        """Count a score and keep it if it belongs among the top ones, in one transaction that holds
-        SQLite's write lock from its start (so concurrent submits queue, never interleave); return
-        the board as this submit left it."""
-        with self._db.write() as connection:
-            count = connection.execute(self._COUNT).fetchall()[0][0]
+        """Count a score and keep it if it belongs among the top ones, with this process's other
+        writers kept out (so concurrent submits queue, never interleave); return the board as this
+        submit left it."""
+        with self._db.writing() as connection:
             known = self._known
-            if known is not None and known.count == count - 1:
-                # The board before this submit, known here: a score below its lowest one changes
-                # nothing but the count, so most submits of a long-used board write one row, not three.
-                board = Board(known.top, count)
-                if len(known.top) < self.size or value > known.top[-1]:
+            if known is not None and len(known.top) == self.size and value <= known.top[-1]:
+                # At or below the lowest of the full board known here: only counted, in one
+                # statement, where a transaction takes three calls into SQLite.
+                count = connection.execute(self._COUNT).fetchall()[0][0]
+                if count == known.count + 1:
+                    return self._remember(Board(known.top, count))
+                # Written meanwhile by another process, which the embedded stores do not let serve:
+                # keep the score if it belongs on the board as stored.
+                with transaction(connection):
                     self._add(connection, value)
-                    board = Board(tuple(sorted((*known.top, value), reverse=True)[:self.size]), count)
-            else:
-                self._add(connection, value)
-                board = self._board(connection)
-        return self._remember(board)  # once committed
+                    return self._remember(self._board(connection))
+            with transaction(connection):
+                count = connection.execute(self._COUNT).fetchall()[0][0]
+                if known is not None and known.count == count - 1:
+                    # The board before this submit, known here: computed, not read back.
+                    board = Board(known.top, count)
+                    if len(known.top) < self.size or value > known.top[-1]:
+                        self._add(connection, value)
+                        board = Board(tuple(sorted((*known.top, value), reverse=True)[:self.size]), count)
+                else:
+                    self._add(connection, value)
+                    board = self._board(connection)
+            return self._remember(board)  # committed, and before the next writer reads `_known`
 
     def _add(self, connection, value):
         connection.execute(self._ADD, (value,))
