@@ -32,23 +32,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-def _refuse_when_unwritable(path):
-    """A check, run before each connection, each statement and each hot-path transaction, that fails them while the database
-    cannot be written (a full or read-only disk, `chattr +i`), as an error a request can answer.
+def _refuse_when_unwritable(path, *files):
+    """A check that fails while the database `path` cannot be written (a full or read-only disk,
+    `chattr +i`), as an error a request can answer: while `files` cannot, given any.
 
     Without it, WAL's -shm file, which SQLite maps into memory and writes even to read, would kill
     the process with SIGBUS once it became unwritable; and a connection opened meanwhile would be
     opened read-only, and stay so in the pool after the disk is writable again. (A rollback journal
     has no map, but syncs twice per commit: half the score submits a second.)
     """
-    paths = [str(p) for p in (path.parent, path, path.with_name(path.name + "-wal"),
-                               path.with_name(path.name + "-shm"))]
+    paths = [str(p) for p in files or (path.parent, path, _wal(path), _shm(path))]
 
     def check(*_):
-        # One access() each while they exist, as they do in WAL mode: this runs before every statement.
+        # One access() each while they exist, as they do in WAL mode.
         if not all(os.access(p, os.W_OK) or not os.path.lexists(p) for p in paths):
             raise sqlite3.OperationalError(f"cannot write to the database {path} or to its folder")
     return check
+
+
+def _wal(path):
+    return path.with_name(path.name + "-wal")
+
+
+def _shm(path):
+    return path.with_name(path.name + "-shm")
 
 
 class FifoLock:
@@ -187,9 +194,14 @@ def init_app(app):
                                 "set HXSTATE_SQLALCHEMY_DATABASE_URI to a sqlite:/// file, or set HXSTATE_REDIS_URL.")
         check = None
         if engine.url.database not in (None, "", ":memory:"):
-            check = _refuse_when_unwritable(Path(engine.url.database))
-            event.listen(engine, "connect", check)
-            event.listen(engine, "before_cursor_execute", check)
+            path = Path(engine.url.database)
+            every_file = _refuse_when_unwritable(path)
+            event.listen(engine, "connect", every_file)
+            event.listen(engine, "before_cursor_execute", every_file)
+            # Before each use of a connection on the hot paths, only the file whose failure kills the
+            # process: SQLite answers an unwritable database, log or folder with an error of its own,
+            # and each access() lets the other threads take the GIL (12 times a score submit).
+            check = _refuse_when_unwritable(path, _shm(path))
         event.listen(engine, "connect", _sqlite_pragmas)
         try:
             create_tables(engine)
