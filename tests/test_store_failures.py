@@ -124,10 +124,14 @@ def test_a_stream_cut_by_a_redis_outage_ends_with_the_failed_reply_and_retry(mak
         assert "cut short" in text_of(again.request("POST", f"/chat/replies/{turn}"))
 
 
-@contextmanager
 def unwritable(folder):
     """Make `folder` and the files in it unwritable, even by root (who ignores file modes)."""
-    paths = [folder, *sorted(folder.iterdir())]
+    return unwritable_files([folder, *sorted(folder.iterdir())])
+
+
+@contextmanager
+def unwritable_files(paths):
+    """Make `paths` unwritable, even by root."""
     root = os.geteuid() == 0
     for path in paths:
         if root:
@@ -183,6 +187,18 @@ def test_an_unwritable_instance_folder_fails_only_what_needs_state_and_recovers(
     assert board_json(client) == {"top": [5], "count": 1}
     assert log(client) == [("You", "kept message"), ("Bot", "kept reply")]
     assert client.post("/words", data={"text": "three"}, headers=HTMX).status_code == 200
+    assert client.post("/scores", data={"score": "7"}, headers=HTMX).status_code == 200
+    assert board_json(client) == {"top": [7, 5], "count": 2}
+
+
+def test_an_unwritable_log_alone_fails_the_writes_with_sqlites_own_error_and_recovers(make_app, instance):
+    # Only the -shm file is checked before each statement: SQLite answers for the others.
+    app = app_in(make_app, instance)
+    client = new_client(app)
+    client.post("/scores", data={"score": "5"}, headers=HTMX)
+    log_file = instance / "hxstate.sqlite3-wal"
+    with unwritable_files([log_file]):
+        assert_store_down(client.post("/scores", data={"score": "6"}, headers=HTMX), fragment=True)
     assert client.post("/scores", data={"score": "7"}, headers=HTMX).status_code == 200
     assert board_json(client) == {"top": [7, 5], "count": 2}
 
