@@ -110,8 +110,11 @@ def _refuse_undecodable_forms():
     """A form that is not UTF-8 gets 400: werkzeug would drop the whole form for one raw byte that
     is not, so the page would say the box was empty, and keep a %E9 that is not as those letters."""
     if request.mimetype == "application/x-www-form-urlencoded":
+        data = request.get_data(cache=True)
+        if data.isascii() and b"%" not in data:  # nothing but ASCII, even once decoded
+            return
         try:
-            parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True, errors="strict")
+            parse_qsl(data.decode(), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
             abort(400, "What was sent is not UTF-8 text, so it could not be read. Type it again here "
                        "and send it.")
