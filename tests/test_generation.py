@@ -200,12 +200,28 @@ class WatchedCondition(threading.Condition):
             assert self._seen.wait_for(predicate, 30), "the scheduler's thread never waited"
 
 
+def reply_together(runner, model, watched, turn):
+    """Replies to the chats a, b and c in one run of the model, the first alone for a step and the
+    others joining it; return once the model is idle again."""
+    first = runner.submit(["a" + turn, "2"], key="a")
+    model.until_waiting(model.waits + 1)  # at the model at once: it last served one reply, or none
+    others = [runner.submit([name + turn, "2"], key=name) for name in "bc"]
+    model.step()  # the first alone; the others join it
+    model.step()  # the first ends
+    waits = watched.waits
+    model._go.release()  # the others end...
+    watched.until(lambda: watched.waits > waits)  # ...and the model is idle again
+    assert [reply.result() for reply in [first, *others]] == ["word word"] * 3
+
+
 def test_replies_sent_together_to_an_idle_model_are_read_in_one_pass_turn_after_turn():
-    # Chatters answered at the same step come back a few ms apart: the idle model gathers them
-    # instead of reading the first alone and the others a pass later, which would last.
+    # Chatters answered at the same step come back a few ms apart: the idle model that served
+    # several gathers them instead of reading the first alone and the others a pass later, which
+    # would last.
     model = SteppingRows()
     runner = scheduler(model, batch_size=3, gather_seconds=60)
     runner._wake = watched = WatchedCondition()
+    reply_together(runner, model, watched, "0")
     for turn in ("1", "2"):
         waits, steps = watched.waits, model.waits
         first = runner.submit(["a" + turn, "2"], key="a")
@@ -218,12 +234,26 @@ def test_replies_sent_together_to_an_idle_model_are_read_in_one_pass_turn_after_
         model._go.release()  # their last step: all three end together...
         watched.until(lambda: watched.waits > waits)  # ...and the model is idle again
         assert [reply.result() for reply in replies] == ["word word"] * 3
-    assert model.steps == [["a1", "b1", "c1"]] * 2 + [["a2", "b2", "c2"]] * 2
+    assert model.steps == [["a0"], ["a0", "b0", "c0"], ["b0", "c0"]] + [["a1", "b1", "c1"]] * 2 + [
+        ["a2", "b2", "c2"]] * 2
 
 
-def test_an_idle_model_starts_a_lone_reply_once_no_other_comes():
-    runner = scheduler(ScriptedModel(), gather_seconds=0.01)
-    assert runner.submit(["alone"]).result() == "reply 1"
+def test_a_lone_chatter_never_waits_for_others():
+    runner = scheduler(ScriptedModel(), gather_seconds=3600)
+    assert [runner.submit([f"turn {k}"]).result() for k in range(3)] == ["reply 1", "reply 2", "reply 3"]
+
+
+def test_an_idle_model_that_served_several_starts_a_lone_reply_once_no_other_comes():
+    model = SteppingRows()
+    runner = scheduler(model, batch_size=3, gather_seconds=0.01)
+    runner._wake = watched = WatchedCondition()
+    reply_together(runner, model, watched, "0")
+    waits, steps = watched.waits, model.waits
+    alone = runner.submit(["alone", "1"], key="alone")
+    watched.until(lambda: watched.waits > waits)  # it gathers: the thread waits for more replies
+    model.until_waiting(steps + 1)  # none came: it starts alone
+    model._go.release()
+    assert alone.result() == "word"
 
 
 def test_a_full_queue_refuses_a_job_and_keeps_the_others():

@@ -4,7 +4,8 @@ A request never calls the model itself: it submits a `Job` and reads the job's t
 One thread per process runs the model. Replies wait in a bounded queue, and the model takes them
 between its decoding steps, up to `CHAT_BATCH_SIZE` rows at a time (`ChatModel.generate`): a reply
 starts at the next step, whatever the others are doing, and a row that ends makes room at once. An
-idle model first gathers the replies sent with the first, `CHAT_GATHER_SECONDS` apart at most. On
+idle model that served several replies in its last run first gathers the replies sent with the
+first, `CHAT_GATHER_SECONDS` apart at most. On
 a CPU one decoding step of a batch costs less than a step per reply (the weights are read once per
 step for all rows), so batching raises the tokens per second the process serves; by how much
 depends on the CPU (bench/README.md). Each job has a
@@ -171,6 +172,7 @@ class Scheduler:
         self._shown = {}
         self._wake = threading.Condition()
         self._thread = None
+        self._served = 0  # how many replies the model's last run served
 
     def submit(self, texts, key=None, on_done=None):
         """Queue a reply to the conversation `texts` (see `Job` for `on_done`); a job under way for
@@ -218,9 +220,10 @@ class Scheduler:
                 return None
             # Chatters answered at the same step send their next messages tens of ms apart. Read alone,
             # the first prompt would start a pass that the others wait out, and the two groups
-            # would then stay a pass apart, turn after turn: so an idle model waits until no job
-            # has come for `gather_seconds` (or the batch is full) before it starts.
-            while len(self._waiting) < self.batch_size:
+            # would then stay a pass apart, turn after turn: so an idle model that served several
+            # replies in its last run waits until no job has come for `gather_seconds` (or the
+            # batch is full) before it starts. A chatter alone has nobody to wait for.
+            while self._served > 1 and len(self._waiting) < self.batch_size:
                 waiting = len(self._waiting)
                 if not self._wake.wait_for(lambda: len(self._waiting) > waiting, self.gather_seconds):
                     break
@@ -260,7 +263,10 @@ class Scheduler:
                         self._release(job)
                     joining = self._take(self.batch_size - len(running))
                 running.extend(joining)
+                served.extend(joining)
                 return joining
+
+            served = list(batch)
 
             try:
                 self.model.generate(batch, more)
@@ -274,6 +280,7 @@ class Scheduler:
                 with self._wake:
                     for job in running:
                         self._release(job)
+                    self._served = len(served)
 
 
 def init_app(app):
