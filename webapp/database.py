@@ -33,8 +33,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 def _refuse_when_unwritable(path, *files):
-    """A check that fails while the database `path` cannot be written (a full or read-only disk,
-    `chattr +i`), as an error a request can answer: while `files` cannot, given any.
+    """A check that fails while the database `path` and its files cannot be written (a full or
+    read-only disk, `chattr +i`), as an error a request can answer; given `files`, only those.
 
     Without it, WAL's -shm file, which SQLite maps into memory and writes even to read, would kill
     the process with SIGBUS once it became unwritable; and a connection opened meanwhile would be

@@ -5,10 +5,9 @@ One thread per process runs the model. Replies wait in a bounded queue, and the 
 between its decoding steps, up to `CHAT_BATCH_SIZE` rows at a time (`ChatModel.generate`): a reply
 starts at the next step, whatever the others are doing, and a row that ends makes room at once. An
 idle model that served several replies in its last run first gathers the replies sent with the
-first, `CHAT_GATHER_SECONDS` apart at most. On
-a CPU one decoding step of a batch costs less than a step per reply (the weights are read once per
-step for all rows), so batching raises the tokens per second the process serves; by how much
-depends on the CPU (bench/README.md). Each job has a
+first, `CHAT_GATHER_SECONDS` apart at most. On a CPU one decoding step of a batch costs less than a
+step per reply (the weights are read once per step for all rows), so batching raises the tokens
+per second the process serves; by how much depends on the CPU (bench/README.md). Each job has a
 deadline (`CHAT_TIME_LIMIT`, queue wait included) at which its row stops; its readers give up
 `CHAT_STALL_GRACE` seconds past it if the model stops answering.
 
