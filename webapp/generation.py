@@ -252,7 +252,7 @@ class Scheduler:
         while (batch := self._next_batch()) is not None:
             if not batch:
                 continue
-            running = list(batch)
+            running, served = list(batch), list(batch)  # served: every job of this run, ended or not
 
             def more():
                 """Between two steps: forget the rows that ended, and hand over jobs to fill their places."""
@@ -264,8 +264,6 @@ class Scheduler:
                 running.extend(joining)
                 served.extend(joining)
                 return joining
-
-            served = list(batch)
 
             try:
                 self.model.generate(batch, more)

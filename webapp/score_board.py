@@ -79,7 +79,7 @@ class SqlScoreBoard:
         writers kept out (so concurrent submits queue, never interleave); return the board as this
         submit left it."""
         with self._db.writing() as connection:
-            known = self._known
+            known, count = self._known, None
             if known is not None and len(known.top) == self.size and value <= known.top[-1]:
                 # At or below the lowest of the full board known here: only counted, in one
                 # statement, where a transaction takes three calls into SQLite.
@@ -87,20 +87,16 @@ class SqlScoreBoard:
                 if count == known.count + 1:
                     return self._remember(Board(known.top, count))
                 # Written meanwhile by another process, which the embedded stores do not let serve:
-                # keep the score if it belongs on the board as stored.
-                with transaction(connection):
-                    self._add(connection, value)
-                    return self._remember(self._board(connection))
+                # keep the score if it belongs on the board as stored, and read that board back.
+                known = None
             with transaction(connection):
-                count = connection.execute(self._COUNT).fetchall()[0][0]
+                if count is None:
+                    count = connection.execute(self._COUNT).fetchall()[0][0]
+                self._add(connection, value)
                 if known is not None and known.count == count - 1:
-                    # The board before this submit, known here: computed, not read back.
-                    board = Board(known.top, count)
-                    if len(known.top) < self.size or value > known.top[-1]:
-                        self._add(connection, value)
-                        board = Board(tuple(sorted((*known.top, value), reverse=True)[:self.size]), count)
+                    # The board before this submit, known here, which the score enters: computed.
+                    board = Board(tuple(sorted((*known.top, value), reverse=True)[:self.size]), count)
                 else:
-                    self._add(connection, value)
                     board = self._board(connection)
             return self._remember(board)  # committed, and before the next writer reads `_known`
 
