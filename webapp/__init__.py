@@ -13,7 +13,7 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import api, background_model, errors, generation, limits, security, stores  # noqa: E402
+from . import api, background_model, errors, generation, security, stores  # noqa: E402
 from .pages import PAGES, home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ def create_app(test_config=None):
         WORDS_RATE_LIMIT="30/minute",
         # The *_RATE_LIMIT values count per browser session; this counts all of an address's posts.
         ADDRESS_RATE_LIMIT="300/minute",
+        RATELIMIT_ENABLED=True,
         WORDS_MAX_CHARS=5000,
         WORDS_POLL_SECONDS=3,
         MAX_CONTENT_LENGTH=64 * 1024,
@@ -109,7 +110,6 @@ def create_app(test_config=None):
         app.register_blueprint(page.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # JSON only, which no cross-site form can send (webapp/api.py)
-    limits.init_app(app)
     app.jinja_env.globals["pages"] = PAGES
     return app
 

@@ -14,13 +14,12 @@ import re
 import secrets
 
 from flask import Blueprint, abort, current_app, request
-from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
 from . import replies
 from .chat_history import current_history
 from .generation import Job
-from .limits import limited
+from .limits import address_key, limited
 from .pages.chat import message_error
 from .reply_locks import current_locks
 from .score_board import current_board
@@ -48,7 +47,7 @@ def _conversation_key():
     key = request.get_json(silent=True).get("conversation")
     if isinstance(key, str) and _KEY.fullmatch(key):
         return "conversation:" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"address:{get_remote_address()}"
+    return address_key()
 
 
 def _sessions():
@@ -148,7 +147,7 @@ def conversation(key):
 
 
 @bp.post("/scores")
-@limited("SCORE_RATE_LIMIT", key=get_remote_address)
+@limited("SCORE_RATE_LIMIT", key=address_key)
 def submit_score():
     """Submit a score; answer the board as `/scores.json` does."""
     score = request.get_json().get("score")

@@ -1,11 +1,9 @@
 """Errors rendered in one place: a full page, or a fragment shown in the page's alert region."""
 
 from flask import current_app, jsonify, request
-from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError, SecurityError, ServiceUnavailable
 
-from .limits import seconds_until_allowed
 from .rendering import render, wants_fragment
 from .sessions import session_unavailable
 from .store_errors import STORE_DOWN, STORE_ERRORS
@@ -55,14 +53,6 @@ def _csrf_error(error):
                                "Reload the page and send it again.")
 
 
-def _rate_limited(error):
-    """Over a rate limit: say how long to wait, in the page and in Retry-After."""
-    seconds = seconds_until_allowed()
-    response = render_error(error, f"You are sending faster than this demo allows; try again in {seconds} s.")
-    response.headers["Retry-After"] = str(seconds)
-    return response
-
-
 def _store_error(error):
     """A store that cannot be reached: 503, and the page says that nothing was lost."""
     current_app.logger.error("store unreachable: %s", error)
@@ -95,7 +85,6 @@ def _retry_after(response):
 def init_app(app):
     """Route every error through the renderers above."""
     app.register_error_handler(CSRFError, _csrf_error)
-    app.register_error_handler(RateLimitExceeded, _rate_limited)
     for store_error in STORE_ERRORS:
         app.register_error_handler(store_error, _store_error)
     # Not `Exception`: Flask hands an unhandled exception over as an InternalServerError, except in

@@ -1,29 +1,101 @@
-"""Rate limits (Flask-Limiter) on the endpoints that change state.
+"""Rate limits (the `limits` package) on the endpoints that change state.
 
-A page decorates each post with `@limited("<CONFIG_KEY>")`. That config value, a Flask-Limiter
-limit such as "20/minute", counts per browser (by its CSRF token, which it has before it has a
-stored session), so that people behind one address (an
-office, a school, a carrier's NAT) do not use up each other's allowance. On top of it,
-`ADDRESS_RATE_LIMIT` counts every limited post of one address together, and is looser: a client
-that drops its cookies gets a new session each time, and is held back by its address instead.
-Both are read when a request is checked. Counts live in Redis when `REDIS_URL` is set, so that
-every worker and machine counts together; otherwise in this process's memory, which is right for
-the one worker the embedded configuration allows (`webapp/stores.py`).
+A page decorates each post with `@limited("<CONFIG_KEY>")`. That config value, a limit such as
+"20/minute", counts per browser (by its CSRF token, which it has before it has a stored session),
+so that people behind one address (an office, a school, a carrier's NAT) do not use up each other's
+allowance. On top of it, `ADDRESS_RATE_LIMIT` counts every limited post of one address together,
+and is looser: a client that drops its cookies gets a new session each time, and is held back by
+its address instead. Both are read when a request is checked, and counted in fixed windows. Counts
+live in Redis when `REDIS_URL` is set, so that every worker and machine counts together; otherwise
+in this process's memory, which is right for the one worker the embedded configuration allows
+(`webapp/stores.py`).
+
+The counting is the `limits` package's, as it was under Flask-Limiter, whose extension this module
+replaces: that resolved every view's limits anew on each request (exemptions, blueprints, limit
+strings), which took a fifth of a score submit's time in process (bench/scores.py).
 """
 
 import hashlib
+import threading
 import time
+from functools import lru_cache, wraps
 
-from flask import current_app, session
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from flask import current_app, request, session
+from limits import parse
+from limits.storage import RedisStorage, Storage
+from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import TooManyRequests
 
 from .sessions import CSRF_KEY, session_unavailable
+from .store_errors import STORE_ERRORS
 
-# A store that fails while the limiter counts (or writes its headers, after the view) is logged and
-# skipped: the view then meets the same failure and answers it with the 503 page, with its headers.
-limiter = Limiter(get_remote_address, swallow_errors=True)
-_per_address = limiter.shared_limit(lambda: current_app.config["ADDRESS_RATE_LIMIT"], scope="address")
+
+class ProcessStorage(Storage):
+    """Counts in this process's memory, each with the time its window ends.
+
+    Not the `limits` package's MemoryStorage, which starts a thread to expire counts 10 ms after
+    nearly every hit: a thread a request under load, a twentieth of a score submit's time.
+    """
+
+    STORAGE_SCHEME = None
+    SWEEP_SECONDS = 60
+
+    def __init__(self):
+        super().__init__()
+        self._counts = {}  # key: (count, when its window ends)
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    @property
+    def base_exceptions(self):
+        return ValueError
+
+    def incr(self, key, expiry, amount=1):
+        now = time.time()
+        with self._lock:
+            if now >= self._next_sweep:  # keeps memory to the keys of the current windows
+                self._counts = {key: kept for key, kept in self._counts.items() if kept[1] > now}
+                self._next_sweep = now + self.SWEEP_SECONDS
+            count, ends = self._counts.get(key, (0, 0.0))
+            if ends <= now:
+                count, ends = 0, now + expiry
+            self._counts[key] = (count + amount, ends)
+            return count + amount
+
+    def get(self, key):
+        count, ends = self._counts.get(key, (0, 0.0))
+        return count if ends > time.time() else 0
+
+    def get_expiry(self, key):
+        return self._counts.get(key, (0, time.time()))[1]
+
+    def check(self):
+        return True
+
+    def reset(self):
+        with self._lock:
+            count, self._counts = len(self._counts), {}
+        return count
+
+    def clear(self, key):
+        with self._lock:
+            self._counts.pop(key, None)
+
+
+def memory_counts():
+    """Counts in this process's memory (the embedded stores)."""
+    return FixedWindowRateLimiter(ProcessStorage())
+
+
+def redis_counts(client, url, prefix):
+    """Counts in the Redis at `url`, over `client`'s connections, under `prefix`."""
+    return FixedWindowRateLimiter(RedisStorage(url, connection_pool=client.connection_pool,
+                                               key_prefix=prefix + "limits"))
+
+
+def address_key():
+    """The key a client is counted under by its address (`PROXY_FIX_HOPS` says whose it is)."""
+    return f"address:{request.remote_addr or '127.0.0.1'}"
 
 
 def session_key():
@@ -31,39 +103,45 @@ def session_key():
     stored, and never shown: hashed), or its address if it has none to read."""
     token = None if session_unavailable() else session.get(CSRF_KEY)
     if not token:
-        return f"address:{get_remote_address()}"
+        return address_key()
     return "browser:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=64)
+def _limit(text):
+    return parse(text)
+
+
+def _check(counts, limit_text, key, scope):
+    """Count this request under `key` in `scope`; refuse it with a 429 if that goes past the limit.
+    A store that cannot be reached is logged and the request goes on: the view then meets the same
+    failure and answers it with the 503 page, or needs no store."""
+    limit = _limit(limit_text)
+    try:
+        if counts.hit(limit, key, scope):
+            return
+        reset_at = counts.get_window_stats(limit, key, scope).reset_time
+    except STORE_ERRORS:
+        current_app.logger.exception("rate limit store unreachable")
+        return
+    seconds = max(1, int(reset_at - time.time()))  # whole seconds, as Retry-After says
+    raise TooManyRequests(
+        f"You are sending faster than this demo allows; try again in {seconds} s.", retry_after=seconds)
 
 
 def limited(config_key, key=session_key):
     """Limit a view to config[`config_key`] per `key` (a browser session, unless told otherwise)
     and ADDRESS_RATE_LIMIT per address."""
-    per_key = limiter.limit(lambda: current_app.config[config_key], key_func=key)
-
     def decorate(view):
-        return _per_address(per_key(view))
+        @wraps(view)
+        def limited_view(*args, **kwargs):
+            config = current_app.config
+            if config["RATELIMIT_ENABLED"]:
+                counts = current_app.extensions["stores"].limits
+                # The browser's own limit first: a post it refuses is not charged to the address,
+                # whose allowance the neighbours share.
+                _check(counts, config[config_key], key(), request.endpoint)
+                _check(counts, config["ADDRESS_RATE_LIMIT"], address_key(), "address")
+            return view(*args, **kwargs)
+        return limited_view
     return decorate
-
-
-def seconds_until_allowed():
-    """Whole seconds until the limit this request broke lets it through again (at least 1)."""
-    current = limiter.current_limit
-    return max(1, int(current.reset_at - time.time())) if current else 1  # as Retry-After says
-
-
-def init_app(app):
-    """Bind the limiter to the app, counting where its stores say (`webapp/stores.py`)."""
-    # Set, not left to the limiter: it is shared by every app and would keep the last one's setting.
-    app.config.setdefault("RATELIMIT_ENABLED", True)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["stores"].limits_uri)
-    # Flask-Limiter's headers would put Retry-After on every answer of a limited page, and replace
-    # a 503's own: the 429 says when to come back (webapp/errors.py), the others need not.
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
-    limiter.init_app(app)
-    # The limiter also checks every request for app-wide and default limits, of which hxstate has
-    # none: each limited view checks its own limits in its decorator. Unhooked, a poll or a page
-    # spends nothing on it (bench/scores.py: 0.12 ms of a 0.5 ms poll in process).
-    hooks = app.before_request_funcs.get(None, [])
-    if limiter._check_request_limit in hooks:  # absent when RATELIMIT_ENABLED is off
-        hooks.remove(limiter._check_request_limit)

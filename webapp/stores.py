@@ -12,7 +12,7 @@ and machines. Each store has one interface and its two implementations side by s
 | chat history | `conversations`, `exchanges`, `add_user_turn`, `add_reply`, ... | `chat_history.SqlChatHistory` | `chat_history.RedisChatHistory` |
 | reply locks | `acquire`, `hold` | `reply_locks.ProcessLocks` | `reply_locks.RedisLocks` |
 | sessions | `load`, `save` (under `sessions.Sessions`) | `sessions.SqlSessionStore` | `sessions.RedisSessionStore` |
-| rate limits | a storage URI of the `limits` package | `memory://` | the Redis URL |
+| rate limits | `hit`, `get_window_stats` (the `limits` package's fixed window) | `limits.memory_counts` | `limits.redis_counts` |
 """
 
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import current_app
 
-from . import chat_history, database, reply_locks, score_board, sessions, state
+from . import chat_history, database, limits, reply_locks, score_board, sessions, state
 from .redis_connection import connect
 
 
@@ -33,7 +33,7 @@ class Stores:
     history: Any
     locks: Any
     sessions: Any
-    limits_uri: str
+    limits: Any
     # Whether several worker processes may share these stores (the embedded locks and rate-limit
     # counts are in the process).
     shared_between_processes: bool
@@ -49,7 +49,7 @@ def _embedded(app):
         history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_MAX_CONVERSATIONS"]),
         locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
         sessions=sessions.SqlSessionStore(db),
-        limits_uri="memory://",
+        limits=limits.memory_counts(),
         shared_between_processes=False)
 
 
@@ -65,7 +65,7 @@ def _redis(app, url):
                                               int(app.permanent_session_lifetime.total_seconds())),
         locks=reply_locks.RedisLocks(client, prefix, config["CHAT_LOCK_TIMEOUT"], config["CHAT_LOCK_WAIT"]),
         sessions=sessions.RedisSessionStore(client, prefix),
-        limits_uri=url,
+        limits=limits.redis_counts(client, url, prefix),
         shared_between_processes=True)
 
 
