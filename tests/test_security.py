@@ -5,15 +5,18 @@ import re
 import unicodedata
 
 import pytest
+import redis
 from flask import abort
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from limits import parse as parse_limit
 from sqlalchemy.pool import NullPool
 
 from conftest import (HTMX, ScriptedModel, board_json, chat, conversation, csrf_token, new_client, serve,
                       type_message, watch_csp)
 from html_tree import parse, text_of
 from webapp.errors import MESSAGES
+from webapp.limits import memory_counts
 from webapp.security import CONTENT_SECURITY_POLICY, trust_bound_hosts, weak_secret_key
 from webapp.score_values import InvalidScore, parse_score
 
@@ -176,6 +179,34 @@ def test_rate_limit_counts_every_worker_together_on_redis(make_app, redis_config
     statuses = [client.post("/chat", data={"message": "hi"}, headers=HTMX).status_code
                 for client in (first, second, first, second)]
     assert statuses == [200, 200, 200, 429]
+
+
+def test_rate_limit_counts_on_redis_live_under_the_key_prefix(make_app, redis_config):
+    new_client(make_app(RATELIMIT_ENABLED=True, **redis_config)).post(
+        "/scores", data={"score": "1"}, headers=HTMX)
+    with redis.Redis.from_url(redis_config["REDIS_URL"]) as client:
+        counts = {key.decode().split("/")[1]: client.get(key)
+                  for key in client.scan_iter(match=redis_config["REDIS_KEY_PREFIX"] + "limits:*")}
+    assert counts.pop("address:127.0.0.1") == b"1"
+    [(browser, count)] = counts.items()
+    assert browser.startswith("browser:") and count == b"1"
+
+
+def test_embedded_counts_start_a_new_window_when_theirs_ends_and_forget_ended_ones():
+    now = [1000.0]
+    counts, limit = memory_counts(lambda: now[0]), parse_limit("2/minute")
+    assert [counts.hit(limit, "browser", "scores") for _ in range(3)] == [True, True, False]
+    assert counts.get_window_stats(limit, "browser", "scores").reset_time == 1060.0
+    assert counts.hit(limit, "another", "scores")  # each key counts on its own
+    now[0] = 1059.9
+    assert not counts.hit(limit, "browser", "scores")
+    now[0] = 1060.0
+    assert counts.hit(limit, "browser", "scores")  # a new window
+    for visitor in range(100):
+        counts.hit(limit, f"passing-{visitor}", "scores")
+    now[0] = 1200.0
+    counts.hit(limit, "browser", "scores")
+    assert counts.storage.reset() == 1  # ended windows are dropped, not kept for ever
 
 
 def test_people_behind_one_address_each_get_their_own_allowance(make_app):

@@ -52,8 +52,7 @@ class DyingBoard:
 
 
 def test_redis_dying_during_a_limited_post_gives_the_503_with_its_headers(make_app, private_redis):
-    # The rate limiter counted the post while Redis was there, and then writes its headers after the
-    # view, reading Redis again.
+    # The rate limiter counted the post while Redis was there.
     app = production_app(make_app, REDIS_URL=private_redis.url, RATELIMIT_ENABLED=True)
     client = new_client(app)
     assert client.post("/scores", data={"score": "5"}, headers=HTMX).status_code == 200
@@ -66,6 +65,19 @@ def test_redis_dying_during_a_limited_post_gives_the_503_with_its_headers(make_a
     app.extensions["stores"] = stores
     assert client.post("/scores", data={"score": "8"}, headers=HTMX).status_code == 200
     assert board_json(client) == {"top": [8, 5], "count": 2}
+
+
+def test_a_limited_post_while_redis_is_down_gets_the_503_and_the_limit_counts_once_it_is_back(
+        make_app, private_redis):
+    app = production_app(make_app, REDIS_URL=private_redis.url, RATELIMIT_ENABLED=True,
+                         SCORE_RATE_LIMIT="2/minute")
+    client = new_client(app)
+    private_redis.stop()
+    assert_store_down(client.post("/scores", data={"score": "1"}, headers=HTMX), fragment=True)
+    private_redis.start()
+    assert [client.post("/scores", data={"score": str(value)}, headers=HTMX).status_code
+            for value in (2, 3, 4)] == [200, 200, 429]
+    assert board_json(client) == {"top": [3, 2], "count": 2}
 
 
 class WatchedModel(SteppedModel):
