@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import HTMX, board_json, in_threads, new_client, serve
 from html_tree import parse, text_of
+from webapp.rendering import shared_fragment
 from webapp.score_chart import MIN_BAR_WIDTH, Bar, bar_chart
 from webapp.score_values import format_score
 
@@ -84,6 +85,18 @@ def test_board_shows_the_top_scores_as_a_chart_beside_the_numbers(client):
     chart = parse(html).find("svg")
     assert [bar.classes for bar in chart.find_all("rect")] == [{"bar"}, {"bar"}, {"bar", "negative"}]
     assert chart["aria-hidden"] == "true" and not [e for e in parse(html).iter() if "style" in e.attrs]
+
+
+def test_the_top_scores_are_rendered_once_for_every_viewer_and_again_when_they_change(app):
+    first, second = new_client(app), new_client(app)
+    first.post("/scores", data={"score": "5"}, headers=HTMX)
+    with app.test_request_context():
+        shared = shared_fragment("scores/_top.html", top=(5.0,))
+        assert shared_fragment("scores/_top.html", top=(5.0,)) is shared  # rendered once
+    assert str(shared) in second.get("/scores", headers=HTMX).get_data(as_text=True)
+    counted = second.post("/scores", data={"score": "4"}, headers=HTMX).get_data(as_text=True)
+    assert str(shared) not in counted and top(counted) == ["5", "4"]  # the new top, its list and chart
+    assert len(parse(counted).find("svg").find_all("rect")) == 2
 
 
 def test_htmx_submit_returns_cleared_form_and_new_board(client):

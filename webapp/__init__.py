@@ -13,7 +13,7 @@ from flask import Flask  # noqa: E402
 from flask_wtf.csrf import CSRFProtect  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from . import api, background_model, errors, generation, security, stores  # noqa: E402
+from . import api, background_model, errors, generation, rendering, security, stores  # noqa: E402
 from .pages import PAGES, home  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +111,7 @@ def create_app(test_config=None):
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # JSON only, which no cross-site form can send (webapp/api.py)
     app.jinja_env.globals["pages"] = PAGES
+    app.jinja_env.globals["shared_fragment"] = rendering.shared_fragment
     return app
 
 

@@ -1,6 +1,9 @@
 """The one place that decides between a page fragment and the full page."""
 
+from functools import lru_cache
+
 from flask import current_app, make_response, render_template, request
+from markupsafe import Markup
 from werkzeug.http import quote_etag
 
 # Every request header the decision reads, so that caches keep the two answers apart.
@@ -47,3 +50,14 @@ def render(page, fragment, status=200, fragment_etag=None, **context):
         response.cache_control.no_cache = True
     response.vary.update(VARY)
     return response
+
+
+def shared_fragment(name, **values):
+    """The template `name` rendered with `values` alone, once per distinct values: a part of a page
+    that every viewer of the same state sees alike (no request, session or CSRF token in it)."""
+    return _shared(current_app.jinja_env.get_template(name), tuple(sorted(values.items())))
+
+
+@lru_cache(maxsize=64)
+def _shared(template, values):
+    return Markup(template.render(dict(values)))
