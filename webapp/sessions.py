@@ -286,11 +286,13 @@ def _signed_once():
 
 def csrf_token():
     """Flask-WTF's CSRF token for forms, signed once per session rather than once per request."""
-    if CSRF_KEY not in g and _signed_once():
+    signed = g.get(CSRF_KEY)
+    if signed is None and _signed_once():
         if CSRF_KEY not in session:
             generate_csrf()  # Flask-WTF makes the session's token
-        setattr(g, CSRF_KEY, _signed_csrf(current_app.secret_key, session[CSRF_KEY]))
-    return generate_csrf()
+        signed = _signed_csrf(current_app.secret_key, session[CSRF_KEY])
+        setattr(g, CSRF_KEY, signed)  # where Flask-WTF looks for this request's token
+    return signed or generate_csrf()
 
 
 def is_issued_csrf_token(signed):
