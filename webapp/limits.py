@@ -12,7 +12,7 @@ in this process's memory, which is right for the one worker the embedded configu
 
 The counting is the `limits` package's, as it was under Flask-Limiter, whose extension this module
 replaces: that resolved every view's limits anew on each request (exemptions, blueprints, limit
-strings), which took a fifth of a score submit's time in process (bench/scores.py).
+strings), a quarter of a score submit's time in process.
 """
 
 import hashlib
@@ -54,7 +54,7 @@ class ProcessStorage(Storage):
         now = self._clock()
         with self._lock:
             if now >= self._next_sweep:  # keeps memory to the keys of the current windows
-                self._counts = {key: kept for key, kept in self._counts.items() if kept[1] > now}
+                self._counts = {kept: count for kept, count in self._counts.items() if count[1] > now}
                 self._next_sweep = now + self.SWEEP_SECONDS
             count, ends = self._counts.get(key, (0, 0.0))
             if ends <= now:
@@ -109,6 +109,7 @@ def session_key():
 
 @lru_cache(maxsize=64)
 def _limit(text):
+    """The limit a config string such as "20/minute" means, parsed once."""
     return parse(text)
 
 
