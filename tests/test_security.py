@@ -217,6 +217,16 @@ def test_people_behind_one_address_each_get_their_own_allowance(make_app):
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
+def test_a_browser_over_its_own_limit_does_not_use_up_its_address(make_app):
+    app = make_app(RATELIMIT_ENABLED=True, SCORE_RATE_LIMIT="2/minute", ADDRESS_RATE_LIMIT="3/minute")
+    eager, neighbour = new_client(app), new_client(app)
+    assert [eager.post("/scores", data={"score": "1"}, headers=HTMX).status_code
+            for _ in range(5)] == [200, 200, 429, 429, 429]
+    # The address counted the eager browser's two posts, not its refused ones.
+    assert [neighbour.post("/scores", data={"score": "2"}, headers=HTMX).status_code
+            for _ in range(2)] == [200, 429]
+
+
 def test_a_client_that_drops_its_cookies_is_held_back_by_its_address(make_app):
     app = make_app(RATELIMIT_ENABLED=True, SCORE_RATE_LIMIT="100/minute", ADDRESS_RATE_LIMIT="3/minute")
     statuses = [new_client(app).post("/scores", data={"score": "1"}, headers=HTMX).status_code
