@@ -30,7 +30,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from flask_wtf.csrf import generate_csrf
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 
-from .database import Base, database, timestamp, utcnow
+from .database import Base, timestamp, utcnow
 from .store_errors import STORE_DOWN, STORE_ERRORS
 
 CSRF_KEY = "csrf_token"  # where Flask-WTF keeps its raw token in the session
@@ -216,15 +216,13 @@ class SqlSessionStore:
         """Forget the session `sid`."""
         self._db.write_statement("DELETE FROM sessions WHERE session_id = ?", (KEY_PREFIX + sid,))
 
-    @classmethod
-    def live_ids(cls):
-        """The ids of the stored sessions, as a subquery (for the cleanup of what they kept)."""
-        return sa.select(sa.func.substr(cls.table.c.session_id, len(KEY_PREFIX) + 1))
+    # The ids of the stored sessions, as a subquery (for the cleanup of what they kept).
+    LIVE_IDS = f"SELECT substr(session_id, {len(KEY_PREFIX) + 1}) FROM sessions"
 
-    @classmethod
-    def delete_expired(cls):
-        """Delete the expired sessions (in the caller's transaction)."""
-        database().execute(sa.delete(cls.table).where(cls.table.c.expiry <= utcnow()))
+    @staticmethod
+    def delete_expired(connection):
+        """Delete the expired sessions, in the caller's transaction on `connection`."""
+        connection.execute("DELETE FROM sessions WHERE expiry <= ?", (timestamp(utcnow()),))
 
 
 class RedisSessionStore:

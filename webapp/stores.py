@@ -46,7 +46,7 @@ def _embedded(app):
     return Stores(
         board=score_board.SqlScoreBoard(db, config["SCORE_BOARD_SIZE"]),
         values=state.SqlStateStore(db),
-        history=chat_history.SqlChatHistory(config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_MAX_CONVERSATIONS"]),
+        history=chat_history.SqlChatHistory(db, config["CHAT_HISTORY_MAX_TURNS"], config["CHAT_MAX_CONVERSATIONS"]),
         locks=reply_locks.ProcessLocks(config["CHAT_LOCK_WAIT"]),
         sessions=sessions.SqlSessionStore(db),
         limits=limits.memory_counts(),
