@@ -60,4 +60,6 @@ def shared_fragment(name, **values):
 
 @lru_cache(maxsize=64)
 def _shared(template, values):
+    """One rendering per template and values, in this process: nothing else decides the HTML, so
+    nothing needs to expire, and a cache library's keys and backends would add nothing."""
     return Markup(template.render(dict(values)))
