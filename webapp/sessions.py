@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from flask import abort, current_app, g, session
 from flask.sessions import SessionInterface, SessionMixin
 from flask_wtf.csrf import generate_csrf
-from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
 from .database import Base, timestamp, utcnow
 from .store_errors import STORE_DOWN, STORE_ERRORS
@@ -268,10 +268,18 @@ def readable_session():
     return session
 
 
+class _OneTimeSigner(TimestampSigner):
+    """Flask-WTF's signer with one fixed time in every signature: tokens that never expire are
+    checked without reading it, and so every worker signs a session's token alike."""
+
+    def get_timestamp(self):
+        return 1
+
+
 @lru_cache(maxsize=4096)
 def _signed_csrf(secret_key, token):
-    """A session's CSRF token signed as Flask-WTF signs it."""
-    return URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token").dumps(token)
+    """A session's CSRF token signed as Flask-WTF signs it, but the same in every worker."""
+    return URLSafeTimedSerializer(secret_key, salt="wtf-csrf-token", signer=_OneTimeSigner).dumps(token)
 
 
 def _signed_once():
