@@ -6,11 +6,14 @@ them with keep-alive HTTP clients in threads, the way browsers post the htmx for
 several concurrencies; at the highest, a board poll that re-renders (200), one answered from its ETag
 (304) and `/scores.json`, each beside a bare GET of the bare handler's board. Each row gives req/s,
 p50 and p99, the server's CPU ms per request (which the machine's noise disturbs less than rates)
-and the share of a core the benchmark's clients used. With `--code REV ...`, the app's code at those git
+and the share of a core the benchmark's clients used: the median of `--rounds` runs over every row,
+every other one with the servers in the opposite order, and each ratio the median of a row's ratios
+to the bare handler's row of the same round. With `--code REV ...`, the app's code at those git
 revisions runs too (in a temporary worktree, on this tree's `.venv`), row by row, so that a change is
 judged in one run. Ends with the goals of a submit and a poll against the bare handler.
 
-    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--threads N] [--code REV ...]
+    .venv/bin/python bench/scores.py [--seconds 5] [--concurrency 1 8 32] [--rounds 3] [--threads N]
+                                     [--code REV ...]
 """
 
 import argparse
@@ -242,22 +245,36 @@ def config_threads():
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"]
 
 
-def goals(results, names, n):
-    """The goals of a score submit and a poll against the bare handler, each with the figure reached."""
-    bare_submit, bare_get = results["bare Flask", "submit (POST /scores)", n], results["bare Flask", "GET", n]
+def goals(summary, names, n):
+    """The goals of a score submit and a poll against the bare handler, each with the figure reached
+    (a ratio: the median over the rounds of the row against the bare handler's row of its round)."""
     lines = []
     for name in names:
-        submit = results[name, "submit (POST /scores)", n]
-        rate, cpu = submit["rate"] / bare_submit["rate"], submit["server_ms"] / bare_submit["server_ms"]
+        submit = summary[name, "submit (POST /scores)", n]
+        rate, cpu = submit["x rate"], submit["x cpu"]
         checks = [
             (f"submit at {n} clients >= 0.5 x bare submits/s, or server CPU <= 2 x bare",
              f"{rate:.2f} x, CPU {cpu:.2f} x", rate >= 0.5 or cpu <= 2),
             (f"submit p99 at {n} clients <= 150 ms", f"{submit['p99']:.0f} ms", submit["p99"] <= 150)]
         for what in ("poll, unchanged (304)", "GET /scores.json"):
-            ratio = results[name, what, n]["rate"] / bare_get["rate"]
+            ratio = summary[name, what, n]["x rate"]
             checks.append((f"{what} >= 0.8 x a bare GET", f"{ratio:.2f} x", ratio >= 0.8))
         lines += [f"- {name}: {goal}: {reached} ({'met' if met else 'missed'})" for goal, reached, met in checks]
     return "\n".join(lines)
+
+
+def summarize(rounds):
+    """Per row, the median over the rounds of each figure, and of its ratio to the bare handler's row
+    of the same round (paired, so that the machine's drift between rounds cancels out)."""
+    summary = {}
+    for (name, key, clients), rows in rounds.items():
+        row = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        bare = rounds.get(("bare Flask", key if key in ("submit (POST /scores)", "GET") else "GET", clients))
+        if bare and name != "bare Flask":
+            row["x rate"] = statistics.median(r["rate"] / b["rate"] for r, b in zip(rows, bare))
+            row["x cpu"] = statistics.median(r["server_ms"] / b["server_ms"] for r, b in zip(rows, bare))
+        summary[name, key, clients] = row
+    return summary
 
 
 def main():
@@ -266,6 +283,8 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=None,
                         help="gunicorn threads (default: the checked-in config's)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times over every row, every other time the servers the other way round")
     parser.add_argument("--code", nargs="+", default=[], metavar="REV",
                         help="git revisions whose app code to measure beside this tree's")
     args = parser.parse_args()
@@ -278,7 +297,7 @@ def main():
         bare = start_bare(port, threads)
         stack.callback(bare.wait)
         stack.callback(bare.terminate)
-        servers = {"bare Flask": (bare, port, BareClient)}  # first: each row's ratios need its figure
+        servers = {"bare Flask": (bare, port, BareClient)}
         for name, root in roots.items():
             port = free_port()
             server = start_server(port, threads, root=root,
@@ -290,36 +309,39 @@ def main():
             if client is Browser:
                 client(port).chat("hello")
             run(port, 8, 1, ROWS["submit (POST /scores)"], client)
-        print(f"gunicorn: 1 worker x {threads} threads; {os.cpu_count()} CPUs; {args.seconds:g} s per row; "
-              "the clients run on the same CPUs\n")
-        print(f"{'code':<22}{'what':<26}{'clients':>8}{'req/s':>9}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'CPU ms/req':>11}{'x bare':>8}{'client core':>12}")
-        results = {}
+        print(f"gunicorn: 1 worker x {threads} threads; {os.cpu_count()} CPUs; {args.rounds} rounds of "
+              f"{args.seconds:g} s per row, medians; the clients run on the same CPUs\n")
         n = max(args.concurrency)
         plan = [("submit (POST /scores)", c) for c in args.concurrency]
         plan += [(what, n) for what in ("poll, board re-rendered", "poll, unchanged (304)", "GET /scores.json")]
-        for what, clients in plan:
-            for name, (server, port, client) in servers.items():
-                if client is BareClient and what != "submit (POST /scores)":
-                    if (name, "GET", clients) in results:
-                        continue
-                    key, action = "GET", lambda b, i: b.get("/scores")
-                else:
-                    key, action = what, ROWS[what]
-                    if what == "poll, unchanged (304)":
-                        tag = Browser(port).poll().getheader("ETag")
-                        action = lambda b, i, tag=tag: b.poll(tag)  # noqa: E731
-                row = results[name, key, clients] = measured(server, port, clients, args.seconds, action, client)
-                bare_row = results.get(("bare Flask", "submit (POST /scores)" if key == what == "submit (POST /scores)"
-                                        else "GET", clients))
-                ratio = lambda k: f"{row[k] / bare_row[k]:.2f}" if bare_row else ""  # noqa: E731
-                label = "GET /scores (bare)" if key == "GET" else what
-                print(f"{name:<22}{label:<26}{clients:>8}{row['rate']:>9.0f}{ratio('rate'):>8}{row['p50']:>9.2f}"
-                      f"{row['p99']:>9.2f}{row['server_ms']:>11.2f}{ratio('server_ms'):>8}"
-                      f"{row['client_core']:>11.0%}", flush=True)
+        rounds = {}
+        for round_ in range(args.rounds):
+            # Every other round the other way round, so that no server always runs first.
+            order = list(servers.items())[::-1 if round_ % 2 else 1]
+            for what, clients in plan:
+                for name, (server, port, client) in order:
+                    if client is BareClient and what != "submit (POST /scores)":
+                        if len(rounds.get((name, "GET", clients), ())) > round_:
+                            continue
+                        key, action = "GET", lambda b, i: b.get("/scores")
+                    else:
+                        key, action = what, ROWS[what]
+                        if what == "poll, unchanged (304)":
+                            tag = Browser(port).poll().getheader("ETag")
+                            action = lambda b, i, tag=tag: b.poll(tag)  # noqa: E731
+                    rounds.setdefault((name, key, clients), []).append(
+                        measured(server, port, clients, args.seconds, action, client))
+            print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+        summary = summarize(rounds)
+        print(f"{'code':<22}{'what':<26}{'clients':>8}{'req/s':>9}{'x bare':>8}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'CPU ms/req':>11}{'x bare':>8}{'client core':>12}")
+        for (name, key, clients), row in summary.items():
+            label = "GET /scores (bare)" if key == "GET" else key
+            ratio = lambda k: f"{row[k]:.2f}" if k in row else "1.00"  # noqa: E731
+            print(f"{name:<22}{label:<26}{clients:>8}{row['rate']:>9.0f}{ratio('x rate'):>8}{row['p50']:>9.2f}"
+                  f"{row['p99']:>9.2f}{row['server_ms']:>11.2f}{ratio('x cpu'):>8}{row['client_core']:>11.0%}")
         print()
-        print(goals(results, list(roots), n))
-
+        print(goals(summary, list(roots), n))
 
 if __name__ == "__main__":
     main()
