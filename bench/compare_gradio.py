@@ -597,13 +597,13 @@ board); for chat, the model's `generate` in the benchmark's process on the same 
 for 8 chatters (time to first token: a `generate` of one token), the fastest of four tries, two with
 torch's thread count and two with one thread, two of them after the servers' rows. hxstate runs with
 its embedded defaults (the board, sessions and chats in SQLite), rate limits counted but set too
-high to be reached, since every client comes from one address, and CHAT_STREAM_PACE 0: replies stream as fast as they are written, as
-Gradio's do (by default hxstate shows a fast model's reply at a reading pace of 60 characters a
-second). Gradio runs the guide's code with its defaults (its queue runs one event of a kind at a
-time; the chatbot streams as the guide's streaming example wires it). Score latencies are medians
-over rounds, chat latencies are over every turn; server CPU is the servers' user and system time
-over a row, per request; the clients run on the same cores as the servers (their share is in the
-second table). What the profiles showed: bench/README.md."""
+high to be reached, since every client comes from one address, and CHAT_STREAM_PACE 0: replies
+stream as fast as they are written, as Gradio's do (by default hxstate shows a fast model's reply at
+a reading pace of 60 characters a second). Gradio runs the guide's code with its defaults (its queue
+runs one event of a kind at a time; the chatbot streams as the guide's streaming example wires it).
+Score latencies are medians over rounds, chat latencies are over every turn; server CPU is the
+servers' user and system time over a row, per request; the clients run on the same cores as the
+servers (their share is in the second table). What the profiles showed: bench/README.md."""
 
 
 if __name__ == "__main__":

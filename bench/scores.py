@@ -269,7 +269,7 @@ def summarize(rounds):
     summary = {}
     for (name, key, clients), rows in rounds.items():
         row = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        bare = rounds.get(("bare Flask", key if key in ("submit (POST /scores)", "GET") else "GET", clients))
+        bare = rounds.get(("bare Flask", key if key == "submit (POST /scores)" else "GET", clients))
         if bare and name != "bare Flask":
             row["x rate"] = statistics.median(r["rate"] / b["rate"] for r, b in zip(rows, bare))
             row["x cpu"] = statistics.median(r["server_ms"] / b["server_ms"] for r, b in zip(rows, bare))

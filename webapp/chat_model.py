@@ -6,14 +6,14 @@ trimmed from the oldest turn so that prompt + `max_new_tokens` fits the model's 
 
 `generate` answers jobs (see `generation.py`) a decoding step at a time for all of them at once
 (continuous batching, as vLLM and TGI schedule): a job that arrives joins at the next step, its
-prompt read in the same forward pass as the others' next tokens, and a row that ends leaves at
-once. The decoding is transformers' (greedy or sampled, repetition penalty, no-repeat n-grams, min
-new tokens) row by row, so a reply is the same token for token alone or beside others.
-transformers' `generate` cannot take a row in mid-way, and its own `ContinuousBatchingManager` does
-not decode as the shipped model needs: it drops the repetition penalty, ignores min new tokens, and
-its no-repeat n-grams fail the whole batch from three rows on (bench/README.md), hence this loop. One `generate` runs at a time per process (a lock): torch
-already spreads one forward pass over every core, and a tokenizer or model shared between threads
-is not documented as safe to call concurrently.
+prompt read in the same forward pass as the others' next tokens, and a row that ends leaves at once.
+The decoding is transformers' (greedy or sampled, repetition penalty, no-repeat n-grams, min new
+tokens) row by row, so a reply is the same token for token alone or beside others. transformers'
+`generate` cannot take a row in mid-way, and its own `ContinuousBatchingManager` does not decode as
+the shipped model needs: it drops the repetition penalty, ignores min new tokens, and its no-repeat
+n-grams fail the whole batch from three rows on (bench/README.md), hence this loop. One `generate`
+runs at a time per process (a lock): torch already spreads one forward pass over every core, and a
+tokenizer or model shared between threads is not documented as safe to call concurrently.
 """
 
 import threading
