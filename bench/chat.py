@@ -14,12 +14,15 @@ chatter of the row was chatting (one chatter: its tokens over its median turn). 
 timed again beside each row, since this machine's speed drifts by 10 to 25 % within minutes: before
 each of one chatter's turns (which is compared with the raw turn just before it), and before and
 after the other rows (the faster is the row's limit). With `--code REV ...`, the app's code at those
-revisions is measured beside this tree, row by row.
+revisions is measured beside this tree, row by row. Every row runs `--rounds` times (a fresh server
+each round, the codes every other round the other way round), and the table gives the median of each
+figure over the rounds, each ratio the median of the rounds' own ratios (with each round's ratios
+listed), since one round's ratio moves by up to 0.1 with the machine.
 Goals (issue 19, for the medium-shaped model): one chatter's turn <= 1.01 x raw generate; 4
 chatters >= 0.9 x the tokens/s of a raw batch of 4; 8 chatters at random times: first token p50
 <= prefill + 3 decoding steps, p99 <= 2 s, and >= 0.9 x the tokens/s of a raw batch of 8.
 
-    .venv/bin/python bench/chat.py [--turns 5] [--tokens 40] [--skip-medium] [--code REV ...]
+    .venv/bin/python bench/chat.py [--turns 5] [--tokens 40] [--rounds 3] [--skip-medium] [--code REV ...]
 """
 
 import argparse
@@ -193,11 +196,27 @@ def run_code(root, model_dir, args, raw, raw_turn):
         server.wait()
 
 
+def over_rounds(rounds):
+    """One code's rows over its rounds: each figure's median, and each round's ratios kept as "rounds"."""
+    merged = {}
+    for key, first in rounds[0].items():
+        rows = [results[key] for results in rounds]
+        merged[key] = {figure: statistics.median(row[figure] for row in rows) for figure in first}
+        merged[key]["rounds"] = [row["turn x raw" if "turn x raw" in row else "tokens x raw"] for row in rows]
+    return merged
+
+
 def bench_model(name, model_dir, roots, args, goals):
     """Print one model's figures, each code side by side."""
     raw = Raw(model_dir, args.tokens)
     prefill, step, limits, loop = raw_limits(raw, args.turns)
-    runs = {code: run_code(root, model_dir, args, raw, limits[1]) for code, root in roots.items()}
+    rounds = {code: [] for code in roots}
+    for round_ in range(args.rounds):
+        # Every other round the other way round, so that no code always runs first.
+        for code, root in list(roots.items())[::-1 if round_ % 2 else 1]:
+            rounds[code].append(run_code(root, model_dir, args, raw, limits[1]))
+        print(f"{name}: round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    runs = {code: over_rounds(results) for code, results in rounds.items()}
     ms = 1000
     print(f"\n{name}: {args.tokens} tokens per reply, prompt '{MESSAGE}'")
     print(f"limits: prefill {prefill * ms:.1f} ms, one decoding step {step * ms:.1f} ms; raw generate "
@@ -207,7 +226,7 @@ def bench_model(name, model_dir, roots, args, goals):
           + ", ".join(f"{rows} row{'s' * (rows > 1)} {loop[rows] * ms:.0f} ms ({loop[rows] / limits[rows]:.2f} x raw)"
                       for rows in loop))
     print(f"\n{'code':<18}{'chatters':<20}{'tokens/s':>9}{'x raw':>7}{'raw ms':>8}{'turn p50':>10}{'x raw':>7}"
-          f"{'1st tok p50':>12}{'p99 ms':>8}{'p50 x limit':>12}")
+          f"{'1st tok p50':>12}{'p99 ms':>8}{'p50 x limit':>12}  rounds (x raw)")
     limit = prefill + 3 * step
     for count, spread in ROWS:
         for code, rows in runs.items():
@@ -216,11 +235,13 @@ def bench_model(name, model_dir, roots, args, goals):
             print(f"{code:<18}{f'{count} at random times' if spread else f'{count} together':<20}"
                   f"{row['tokens/s']:>9.1f}{row['tokens x raw']:>7.2f}"
                   f"{row['raw'] * ms:>8.0f}{row['turn p50'] * ms:>10.0f}{turn_x}"
-                  f"{row['first p50'] * ms:>12.0f}{row['first p99'] * ms:>8.0f}{row['first p50'] / limit:>12.2f}")
+                  f"{row['first p50'] * ms:>12.0f}{row['first p99'] * ms:>8.0f}{row['first p50'] / limit:>12.2f}"
+                  f"  {' '.join(f'{ratio:.2f}' for ratio in row['rounds'])}")
     print("(raw ms: raw generate of as many rows, timed beside the row: before each turn of one chatter "
           "(their median), before and after the others (the faster); x raw: tokens/s against it, and one "
           "chatter's turn against the raw generate just before it (the median of those ratios); limit for "
-          "the first token: prefill + 3 decoding steps)")
+          "the first token: prefill + 3 decoding steps; each figure the median over the rounds, each ratio "
+          "the median of the rounds' own, listed last: the turn's for one chatter, tokens/s's for the others)")
     if goals:
         for code, rows in runs.items():
             one, four, eight = (rows[row] for row in ROWS)
@@ -240,6 +261,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=5, help="turns per chatter")
     parser.add_argument("--tokens", type=int, default=40, help="tokens per reply")
+    parser.add_argument("--rounds", type=int, default=3, help="times over every row, each with a fresh server")
     parser.add_argument("--skip-medium", action="store_true", help="only the shipped model")
     parser.add_argument("--code", nargs="+", default=[], metavar="REV",
                         help="git revisions whose app code to measure beside this tree's")
