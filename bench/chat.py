@@ -17,7 +17,7 @@ after the other rows (the faster is the row's limit). With `--code REV ...`, the
 revisions is measured beside this tree, row by row. Every row runs `--rounds` times (a fresh server
 each round, the codes every other round the other way round), and the table gives the median of each
 figure over the rounds, each ratio the median of the rounds' own ratios (with each round's ratios
-listed), since one round's ratio moves by up to 0.1 with the machine.
+listed), since a row's ratio moves by up to 0.2 from one round to the next with the machine.
 Goals (issue 19, for the medium-shaped model): one chatter's turn <= 1.01 x raw generate; 4
 chatters >= 0.9 x the tokens/s of a raw batch of 4; 8 chatters at random times: first token p50
 <= prefill + 3 decoding steps, p99 <= 2 s, and >= 0.9 x the tokens/s of a raw batch of 8.
