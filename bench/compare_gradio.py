@@ -607,9 +607,11 @@ high to be reached, since every client comes from one address, and CHAT_STREAM_P
 stream as fast as they are written, as Gradio's do (by default hxstate shows a fast model's reply at
 a reading pace of 60 characters a second). Gradio runs the guide's code with its defaults (its queue
 runs one event of a kind at a time; the chatbot streams as the guide's streaming example wires it).
-Score latencies are medians over rounds, chat latencies are over every turn; server CPU is the
-servers' user and system time over a row, per request; the clients run on the same cores as the
-servers (their share is in the second table). What the profiles showed: bench/README.md."""
+Score latencies are medians over rounds, chat latencies are over every turn; the table's ratios
+divide the medians, while each goal's ratio is the median of the rounds' own (hxstate's row against
+the limit's row of the same round); server CPU is the servers' user and system time over a row, per
+request; the clients run on the same cores as the servers (their share is in the second table). What
+the profiles showed: bench/README.md."""
 
 
 if __name__ == "__main__":
