@@ -47,8 +47,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio_demos  # noqa: E402
 from scale import pss_kib, tree_pids  # noqa: E402
-from scores import (ROOT, BareClient, Browser, free_port, measured, run, start_bare,  # noqa: E402
-                    start_server)
+from scores import (ROOT, BareClient, Browser, free_port, measured, paired, run,  # noqa: E402
+                    start_bare, start_server)
 
 BENCH = ROOT / "bench"
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -512,10 +512,6 @@ def goals(scores, gets):
     rounds of hxstate's row against the limit's row of the same round (as bench/scores.py pairs
     them), so that the machine's drift between rounds cancels out."""
     n = max(CONCURRENCY)
-
-    def paired(ours, theirs):
-        return statistics.median(a / b for a, b in zip(ours, theirs))
-
     submits, bare = scores["hxstate", n], scores["limit", n]
     rate = paired([r[0] for r in submits], [r[0] for r in bare])
     cpu = paired([r[3] for r in submits], [r[3] for r in bare])

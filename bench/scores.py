@@ -263,6 +263,12 @@ def goals(summary, names, n):
     return "\n".join(lines)
 
 
+def paired(ours, theirs):
+    """The median of the ratios of `ours` to `theirs`, figures taken in the same rounds, in order (so
+    that the machine's drift between rounds cancels out)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs))
+
+
 def summarize(rounds):
     """Per row, the median over the rounds of each figure, and of its ratio to the bare handler's row
     of the same round (paired, so that the machine's drift between rounds cancels out)."""
@@ -271,8 +277,8 @@ def summarize(rounds):
         row = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         bare = rounds.get(("bare Flask", key if key == "submit (POST /scores)" else "GET", clients))
         if bare and name != "bare Flask":
-            row["x rate"] = statistics.median(r["rate"] / b["rate"] for r, b in zip(rows, bare))
-            row["x cpu"] = statistics.median(r["server_ms"] / b["server_ms"] for r, b in zip(rows, bare))
+            row["x rate"] = paired([r["rate"] for r in rows], [b["rate"] for b in bare])
+            row["x cpu"] = paired([r["server_ms"] for r in rows], [b["server_ms"] for b in bare])
         summary[name, key, clients] = row
     return summary
 
@@ -342,6 +348,7 @@ def main():
                   f"{row['p99']:>9.2f}{row['server_ms']:>11.2f}{ratio('x cpu'):>8}{row['client_core']:>11.0%}")
         print()
         print(goals(summary, list(roots), n))
+
 
 if __name__ == "__main__":
     main()
