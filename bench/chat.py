@@ -11,13 +11,13 @@ was given, and every reply is exactly `--tokens` tokens long (min = max new toke
 exact. Rows: 1 chatter; 4 chatters starting together; 8 chatters arriving at random times (each
 starts after a random wait of up to one raw turn). Tokens/s counts the tokens streamed while every
 chatter of the row was chatting (one chatter: its tokens over its median turn). Raw `generate` is
-timed again beside each row, since this machine's speed drifts by 10 to 25 % within minutes: before
-each of one chatter's turns (which is compared with the raw turn just before it), and before and
-after the other rows (the faster is the row's limit). With `--code REV ...`, the app's code at those
+timed again beside each row, since a machine that shares its host can drift by 10 to 25 % within
+minutes: before each of one chatter's turns (which is compared with the raw turn just before it),
+and before and after the other rows (the faster is the row's limit). With `--code REV ...`, the app's code at those
 revisions is measured beside this tree, row by row. Every row runs `--rounds` times (a fresh server
 each round, the codes every other round the other way round), and the table gives the median of each
 figure over the rounds, each ratio the median of the rounds' own ratios (with each round's ratios
-listed), since a row's ratio moves by up to 0.2 from one round to the next with the machine.
+listed), since on such a machine a row's ratio can move by 0.2 from one round to the next.
 Goals (issue 19, for the medium-shaped model): one chatter's turn <= 1.01 x raw generate; 4
 chatters >= 0.9 x the tokens/s of a raw batch of 4; 8 chatters at random times: first token p50
 <= prefill + 3 decoding steps, p99 <= 2 s, and >= 0.9 x the tokens/s of a raw batch of 8.
@@ -206,6 +206,11 @@ def over_rounds(rounds):
     return merged
 
 
+def label(count, spread):
+    """A row's name in the table."""
+    return f"{count} at random times" if spread else "1 chatter" if count == 1 else f"{count} together"
+
+
 def bench_model(name, model_dir, roots, args, goals):
     """Print one model's figures, each code side by side."""
     raw = Raw(model_dir, args.tokens)
@@ -232,7 +237,7 @@ def bench_model(name, model_dir, roots, args, goals):
         for code, rows in runs.items():
             row = rows[(count, spread)]
             turn_x = f"{row['turn x raw']:>7.2f}" if "turn x raw" in row else f"{'':>7}"
-            print(f"{code:<18}{f'{count} at random times' if spread else f'{count} together':<20}"
+            print(f"{code:<18}{label(count, spread):<20}"
                   f"{row['tokens/s']:>9.1f}{row['tokens x raw']:>7.2f}"
                   f"{row['raw'] * ms:>8.0f}{row['turn p50'] * ms:>10.0f}{turn_x}"
                   f"{row['first p50'] * ms:>12.0f}{row['first p99'] * ms:>8.0f}{row['first p50'] / limit:>12.2f}"
