@@ -13,11 +13,12 @@ starts after a random wait of up to one raw turn). Tokens/s counts the tokens st
 chatter of the row was chatting (one chatter: its tokens over its median turn). Raw `generate` is
 timed again beside each row, since a machine that shares its host can drift by 10 to 25 % within
 minutes: before each of one chatter's turns (which is compared with the raw turn just before it),
-and before and after the other rows (the faster is the row's limit). With `--code REV ...`, the app's code at those
-revisions is measured beside this tree, row by row. Every row runs `--rounds` times (a fresh server
-each round, the codes every other round the other way round), and the table gives the median of each
-figure over the rounds, each ratio the median of the rounds' own ratios (with each round's ratios
-listed), since on such a machine a row's ratio can move by 0.2 from one round to the next.
+and before and after the other rows (the faster is the row's limit). With `--code REV ...`, the
+app's code at those revisions is measured beside this tree, row by row. Every row runs `--rounds`
+times (a fresh server each round, the codes every other round the other way round), and the table
+gives the median of each figure over the rounds, each ratio the median of the rounds' own ratios
+(with each round's ratios listed), since on such a machine a row's ratio can move by 0.2 from one
+round to the next.
 Goals (issue 19, for the medium-shaped model): one chatter's turn <= 1.01 x raw generate; 4
 chatters >= 0.9 x the tokens/s of a raw batch of 4; 8 chatters at random times: first token p50
 <= prefill + 3 decoding steps, p99 <= 2 s, and >= 0.9 x the tokens/s of a raw batch of 8.
